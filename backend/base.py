@@ -1,0 +1,115 @@
+"""The one interface every LLM runtime implements.
+
+A runtime declares what it can do (``context_window``, ``supports_images``,
+``prefix_cache``), counts tokens with the served model's own tokenizer, and
+implements one generating call, :meth:`Runtime.generate`, which streams
+:class:`Delta` events and ends with one :class:`Usage`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterator, Literal
+
+from quire.settings import Settings
+
+
+@dataclass
+class Part:
+    """A piece of the user turn: text, or an image file."""
+
+    kind: Literal["text", "image"]
+    text: str = ""
+    image_path: Path | None = None
+
+
+@dataclass
+class Prompt:
+    """System instructions plus the user turn as ordered parts (corpus first, question last)."""
+
+    system: str
+    parts: list[Part]
+
+    def text_only(self) -> str:
+        return "".join(p.text for p in self.parts if p.kind == "text")
+
+
+@dataclass
+class GenerateOptions:
+    max_tokens: int = 384
+    temperature: float = 0.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Delta:
+    text: str
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from a prefix/KV cache
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    finish_reason: str = ""
+
+
+Event = Delta | Usage
+
+
+class Runtime(abc.ABC):
+    """Base class of every runtime. Subclasses set ``name`` and implement ``generate``."""
+
+    name: ClassVar[str] = ""
+    supports_images: ClassVar[bool] = False
+    prefix_cache: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- capabilities ----------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def context_window(self) -> int:
+        """Tokens the model can attend to, prompt and answer together."""
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model
+
+    def count_tokens(self, text: str) -> int:
+        """Exact where the runtime has its tokenizer; subclasses override."""
+        from ingest.tokens import estimate_tokens
+
+        return estimate_tokens(text)
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """What one image costs in this model's context (0 when images are not taken)."""
+        return 0
+
+    def template_overhead(self) -> int:
+        """Tokens the chat template adds around system and user text."""
+        return 32
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> "Runtime":
+        return self
+
+    def shutdown(self) -> None:
+        pass
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- the one generating call --------------------------------------------
+    @abc.abstractmethod
+    def generate(self, prompt: Prompt, options: GenerateOptions) -> Iterator[Event]:
+        """Stream the answer as Delta events, then exactly one Usage."""

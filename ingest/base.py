@@ -1,0 +1,70 @@
+"""What every extractor receives and how extractors are found.
+
+An extractor is a function ``(path, ctx) -> ParsedDocument``. It raises an
+:class:`quire.errors.IngestError` subclass for input it cannot read, writes
+images through ``ctx.blobs`` (content-addressed, so a retried file costs
+nothing), and reports progress through ``ctx.progress``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from quire.document import ParsedDocument
+from quire.settings import Settings
+from storage.blobs import BlobStore
+
+from ingest.tokens import estimate_tokens
+
+
+@dataclass
+class Progress:
+    """One progress event: ``done`` of ``total`` units (files or pages) for ``name``."""
+
+    stage: str  # "file", "page", "done", "error"
+    name: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+@dataclass
+class ExtractContext:
+    settings: Settings
+    blobs: BlobStore
+    password: str | None = None
+    display_name: str = ""
+    progress: Callable[[Progress], None] = lambda event: None
+    count_tokens: Callable[[str], int] = estimate_tokens
+    cancelled: Callable[[], bool] = lambda: False
+
+
+Extractor = Callable[[Path, ExtractContext], ParsedDocument]
+
+
+@dataclass
+class ExtractorRegistry:
+    """Maps file suffixes to extractors; built-ins register like any plugin would."""
+
+    by_suffix: dict[str, Extractor] = field(default_factory=dict)
+
+    def register(self, *suffixes: str) -> Callable[[Extractor], Extractor]:
+        def deco(fn: Extractor) -> Extractor:
+            for suffix in suffixes:
+                self.by_suffix[suffix.lower()] = fn
+            return fn
+
+        return deco
+
+    def find(self, path: Path) -> Extractor | None:
+        name = path.name.lower()
+        # longest suffix first, so ".tar.gz" wins over ".gz"
+        for suffix in sorted(self.by_suffix, key=len, reverse=True):
+            if name.endswith(suffix):
+                return self.by_suffix[suffix]
+        return None
+
+
+registry = ExtractorRegistry()

@@ -1,0 +1,1 @@
+"""Persistence: SQLite through SQLAlchemy, content-addressed blobs."""

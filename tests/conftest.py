@@ -1,0 +1,52 @@
+"""Shared fixtures: a private data directory per test, real corpus files, a real database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest.base import ExtractContext
+from quire.settings import Settings
+from storage.blobs import BlobStore
+from storage.db import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("QUIRE_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+@pytest.fixture(autouse=True)
+def quire_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "quire-home"
+    monkeypatch.setenv("QUIRE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture
+def settings(quire_home) -> Settings:
+    return Settings.from_env(threads=2)
+
+
+@pytest.fixture
+def db(settings) -> Database:
+    database = Database(settings.db_path)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def blobs(settings) -> BlobStore:
+    return BlobStore(settings.blob_dir)
+
+
+@pytest.fixture
+def ctx(settings, blobs) -> ExtractContext:
+    return ExtractContext(settings=settings, blobs=blobs)
