@@ -105,7 +105,7 @@ class Settings:
         for f in fields(cls):
             if not f.metadata.get("flag", True) or (only and f.name not in only):
                 continue
-            kwargs: dict[str, Any] = {"help": f.metadata["help"], "default": None, "dest": f.name}
+            kwargs: dict[str, Any] = {"help": f.metadata["help"], "default": argparse.SUPPRESS, "dest": f.name}
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
             kwargs["type"] = _arg_type(f)

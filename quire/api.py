@@ -1,0 +1,249 @@
+"""Quire's Python API: what the CLI, the UI and the tests all call.
+
+    from quire.api import Quire
+    with Quire() as q:
+        q.ingest("contracts", ["a.pdf", "b.pdf"])
+        for event in q.ask("contracts", "Which contract ends first?"):
+            ...
+
+Nothing happens at import: the database opens on first use, the model loads on
+the first question.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from backend import citations
+from backend.base import Delta, GenerateOptions, Runtime, Usage
+from backend.context import AssembledContext, TokenCounter, assemble
+from backend.registry import create_runtime, resolve_name
+from ingest.base import Progress
+from quire.errors import QuireError
+from quire.settings import Settings
+from storage import repo
+from storage.blobs import BlobStore
+from storage.db import Database
+
+
+@dataclass
+class Answer:
+    """The end of a streamed answer: the stored turn and how it was produced."""
+
+    turn: repo.TurnRecord
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.turn.answer
+
+
+@dataclass
+class Budget:
+    window: int
+    answer_reserve: int
+    documents: list[tuple[str, int]]  # (name, tokens)
+
+    @property
+    def total(self) -> int:
+        return sum(t for _, t in self.documents)
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.window - self.answer_reserve
+
+
+class Quire:
+    def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._db: Database | None = None
+        self._runtime = runtime
+        self._counters: dict[int, TokenCounter] = {}
+        self._lock = threading.RLock()
+        self._ask_lock = threading.Lock()
+
+    # -- resources ---------------------------------------------------------------
+    @property
+    def db(self) -> Database:
+        with self._lock:
+            if self._db is None:
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self._db = Database(self.settings.db_path)
+            return self._db
+
+    @property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.blob_dir)
+
+    @property
+    def runtime_name(self) -> str:
+        return self._runtime.name if self._runtime else resolve_name(self.settings)
+
+    def runtime(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = create_runtime(self.settings).start()
+            return self._runtime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.shutdown()
+                self._runtime = None
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> "Quire":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sessions --------------------------------------------------------------------
+    def sessions(self) -> list[repo.SessionInfo]:
+        return repo.list_sessions(self.db)
+
+    def session(self, name: str, *, create: bool = True) -> repo.SessionInfo:
+        return repo.get_session(self.db, name, create=create)
+
+    def rename_session(self, name: str, new_name: str) -> repo.SessionInfo:
+        info = self.session(name, create=False)
+        repo.rename_session(self.db, info.id, new_name)
+        return self.session(new_name, create=False)
+
+    def delete_session(self, name: str) -> None:
+        info = self.session(name, create=False)
+        repo.delete_session(self.db, info.id)
+
+    # -- documents -------------------------------------------------------------------------
+    def ingest(
+        self,
+        session: str,
+        paths: Iterable[Path | str],
+        *,
+        passwords: dict[str, str] | str | None = None,
+        progress: Callable[[Progress], None] = lambda e: None,
+        cancelled: Callable[[], bool] = lambda: False,
+        names: dict[str, str] | None = None,
+    ):
+        from ingest.pipeline import Ingestor
+
+        info = self.session(session)
+        ingestor = Ingestor(self.settings, self.db, self.blobs)
+        return ingestor.ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled, names=names)
+
+    def documents(self, session: str) -> list[repo.DocumentInfo]:
+        return repo.session_documents(self.db, self.session(session, create=False).id)
+
+    def remove_document(self, session: str, document_id: int) -> None:
+        repo.remove_document(self.db, self.session(session, create=False).id, document_id)
+
+    def budget(self, session: str, *, exact: bool = False) -> Budget:
+        """Tokens per document against the window, before anything is sent.
+
+        Stored counts are ingest-time estimates; ``exact`` recounts with the
+        runtime's own tokenizer (which loads the model).
+        """
+        docs = self.documents(session)
+        window = self.settings.context_window or (self.runtime().context_window if exact or self._runtime else _default_window(self.settings))
+        rows = [(d.name, d.tokens) for d in docs]
+        if exact:
+            rt = self.runtime()
+            segs = repo.session_segments(self.db, self.session(session, create=False).id)
+            per_doc: dict[int, int] = {}
+            for s in segs:
+                per_doc[s.document_id] = per_doc.get(s.document_id, 0) + rt.count_tokens(s.text)
+            rows = [(d.name, per_doc.get(d.id, 0)) for d in docs]
+        return Budget(window, self.settings.max_answer_tokens, rows)
+
+    # -- questions ---------------------------------------------------------------------------
+    def assemble(self, session: str, question: str, *, strategy: str | None = None) -> AssembledContext:
+        info = self.session(session, create=False)
+        segments = repo.session_segments(self.db, info.id)
+        if not segments:
+            raise QuireError(f"Session {session!r} has no documents yet.", hint="Add files first (upload, or `python app.py ingest`).")
+        rt = self.runtime()
+        counter = self._counters.setdefault(id(rt), TokenCounter(rt))
+        return assemble(
+            segments,
+            question,
+            rt,
+            max_answer_tokens=self.settings.max_answer_tokens,
+            strategy=strategy or self.settings.strategy,
+            rank=lambda q: [sid for sid, _ in repo.search_segments(self.db, info.id, q, limit=500)],
+            counter=counter,
+            image_path=self.blobs.find,
+        )
+
+    def ask(self, session: str, question: str, *, strategy: str | None = None) -> Iterator[Delta | Answer]:
+        """Stream the answer as Delta events; the last event is the stored :class:`Answer`."""
+        question = (question or "").strip()
+        if not question:
+            raise QuireError("The question is empty.", hint="Type a question about the documents.")
+        info = self.session(session, create=False)
+        with self._ask_lock:  # one model, one question at a time
+            started = time.perf_counter()
+            ctx = self.assemble(session, question, strategy=strategy)
+            assembled_s = time.perf_counter() - started
+            rt = self.runtime()
+            options = GenerateOptions(
+                max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
+            )
+            parts: list[str] = []
+            usage = Usage()
+            for event in rt.generate(ctx.prompt, options):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                    yield event
+                else:
+                    usage = event
+            answer = "".join(parts).strip()
+            checked = citations.check(answer, ctx.refs)
+            meta = ctx.metadata() | {
+                "unknown_refs": checked.unknown_refs,
+                "assemble_s": round(assembled_s, 4),
+                "finish_reason": usage.finish_reason,
+            }
+            turn = repo.TurnRecord(
+                id=0, question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
+                meta=meta, citations=checked.citations,
+            )
+            turn.id = repo.save_turn(self.db, info.id, turn)
+            yield Answer(turn, meta)
+
+    def answer(self, session: str, question: str, **kw) -> Answer:
+        """Ask and wait for the whole answer."""
+        result = None
+        for event in self.ask(session, question, **kw):
+            if isinstance(event, Answer):
+                result = event
+        assert result is not None
+        return result
+
+    def turns(self, session: str) -> list[repo.TurnRecord]:
+        return repo.list_turns(self.db, self.session(session, create=False).id)
+
+    # -- export ----------------------------------------------------------------------------------
+    def export(self, session: str, fmt: str, out: Path | str) -> list[Path]:
+        import export
+
+        info = self.session(session, create=False)
+        return export.export_session(self.db, self.blobs, info.id, fmt, Path(out))
+
+
+def _default_window(settings: Settings) -> int:
+    from backend.registry import runtime_class
+
+    name = resolve_name(settings)
+    if name == "llamacpp":
+        from backend.llamacpp import DEFAULT_WINDOW
+
+        return DEFAULT_WINDOW
+    return getattr(runtime_class(name), "DEFAULT_WINDOW", 8192)

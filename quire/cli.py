@@ -1,0 +1,190 @@
+"""The command line: ``python app.py [serve|ingest|ask|export|sessions] ...``.
+
+Every Settings field is a flag on every subcommand; QuireError becomes a
+one-line message and exit status 2 here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from quire.errors import QuireError
+from quire.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    Settings.add_arguments(common)
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Quire: ask questions across whole documents, PDFs, screenshots and codebases, on your own hardware.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("serve", parents=[common], help="Start the web UI (the default).")
+
+    p = sub.add_parser("ingest", parents=[common], help="Add files, folders or archives to a session.")
+    p.add_argument("paths", nargs="+", type=Path, help="Files, folders, .zip or .tar.gz archives.")
+    p.add_argument("--session", required=True, help="Session name (created if missing).")
+    p.add_argument("--password", action="append", default=[], metavar="[FILE=]PASSWORD",
+                   help="Password for encrypted PDFs: one for all, or FILE=PASSWORD per file (repeatable).")
+
+    p = sub.add_parser("ask", parents=[common], help="Ask a question; the answer streams, then its citations.")
+    p.add_argument("question", help="The question.")
+    p.add_argument("--session", required=True, help="Session name.")
+    p.add_argument("--json", action="store_true", help="Print the stored turn as JSON after the answer.")
+
+    p = sub.add_parser("export", parents=[common], help="Write a report of a session's questions and answers.")
+    p.add_argument("--session", required=True, help="Session name.")
+    p.add_argument("--format", choices=("md", "html", "pdf"), default="md", help="Report format.")
+    p.add_argument("--out", type=Path, required=True, help="Report file to write.")
+
+    sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")
+    p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
+    p.add_argument("--session", required=True, help="Session name.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_args(args)
+        command = args.command or "serve"
+        return COMMANDS[command](settings, args)
+    except QuireError as exc:
+        print(f"error: {exc.user_message()}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # settings validation names the flag
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    from ui.app import serve
+
+    serve(settings)
+    return 0
+
+
+def _passwords(values: list[str]) -> dict[str, str] | str | None:
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    mapping: dict[str, str] = {}
+    for value in values:
+        name, sep, pw = value.partition("=")
+        if not sep:
+            raise QuireError(f"--password {value!r} must be FILE=PASSWORD when several are given.")
+        mapping[Path(name).name] = pw
+        mapping[name] = pw
+    return mapping
+
+
+def cmd_ingest(settings: Settings, args) -> int:
+    from quire.api import Quire
+
+    def progress(event) -> None:
+        if event.stage == "page" and event.total:
+            print(f"\r  {event.name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+        elif event.stage == "file":
+            print(f"[{event.done + 1}/{event.total}] {event.name}", file=sys.stderr, flush=True)
+
+    with Quire(settings) as q:
+        results = q.ingest(args.session, args.paths, passwords=_passwords(args.password), progress=progress)
+    print(file=sys.stderr)
+    failed = 0
+    for r in results:
+        if r.ok:
+            print(f"{r.status:9} {r.name}  {r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens")
+        else:
+            failed += 1
+            print(f"{r.status:9} {r.message}", file=sys.stderr)
+    return 1 if failed and failed == len(results) else 0
+
+
+def cmd_ask(settings: Settings, args) -> int:
+    from backend.base import Delta
+    from quire.api import Answer, Quire
+
+    with Quire(settings) as q:
+        answer = None
+        for event in q.ask(args.session, args.question):
+            if isinstance(event, Delta):
+                print(event.text, end="", flush=True)
+            elif isinstance(event, Answer):
+                answer = event
+    print()
+    turn = answer.turn
+    if turn.citations:
+        print("\nCitations:")
+        for c in turn.citations:
+            where = c.locator.label()
+            print(f"  [{c.ref}] {c.document_name} {where} ({c.status}{', matched' if c.origin == 'matched' else ''})"
+                  + (f': "{c.quote[:160]}"' if c.quote else ""))
+    m = turn.meta
+    print(
+        f"\n{turn.strategy}: saw {m.get('segments_used')}/{m.get('segments_total')} passages "
+        f"({m.get('share_seen', 0):.0%} of the corpus); {turn.prompt_tokens} prompt tokens "
+        f"({turn.cached_tokens} cached), first token {turn.ttft_s:.2f} s, total {turn.total_s:.2f} s",
+        file=sys.stderr,
+    )
+    for note in m.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(turn), default=str, indent=2))
+    return 0
+
+
+def cmd_export(settings: Settings, args) -> int:
+    from quire.api import Quire
+
+    with Quire(settings) as q:
+        for path in q.export(args.session, args.format, args.out):
+            print(path)
+    return 0
+
+
+def cmd_sessions(settings: Settings, args) -> int:
+    from quire.api import Quire
+
+    with Quire(settings) as q:
+        rows = q.sessions()
+    if not rows:
+        print("No sessions yet. Create one with `python app.py ingest FILE --session NAME`.")
+    for s in rows:
+        print(f"{s.name}\t{s.documents} documents\t~{s.tokens} tokens\t{s.turns} questions")
+    return 0
+
+
+def cmd_documents(settings: Settings, args) -> int:
+    from quire.api import Quire
+
+    with Quire(settings) as q:
+        budget = q.budget(args.session)
+        docs = q.documents(args.session)
+    for d in docs:
+        print(f"{d.id}\t{d.kind}\t{d.name}\t{d.pages or ''}\t~{d.tokens} tokens")
+    print(f"total ~{budget.total} tokens of a {budget.window}-token window "
+          f"({budget.answer_reserve} kept for the answer): {'fits' if budget.fits else 'too big: focus will narrow it'}")
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "ingest": cmd_ingest,
+    "ask": cmd_ask,
+    "export": cmd_export,
+    "sessions": cmd_sessions,
+    "documents": cmd_documents,
+}
