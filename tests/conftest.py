@@ -50,3 +50,14 @@ def blobs(settings) -> BlobStore:
 @pytest.fixture
 def ctx(settings, blobs) -> ExtractContext:
     return ExtractContext(settings=settings, blobs=blobs)
+
+
+@pytest.fixture(scope="session")
+def cpu_runtime():
+    """The real CPU default (SmolLM2-135M in llama.cpp), small window to keep tests fast."""
+    from backend.llamacpp import LlamaCppRuntime
+
+    rt = LlamaCppRuntime(Settings(home=Path("/nonexistent-unused"), context_window=2048, threads=2, max_answer_tokens=64))
+    rt.start()
+    yield rt
+    rt.shutdown()
