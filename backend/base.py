@@ -57,6 +57,7 @@ class Usage:
     ttft_s: float = 0.0
     total_s: float = 0.0
     finish_reason: str = ""
+    details: dict = field(default_factory=dict)  # runtime-specific facts, e.g. where the cache came from
 
 
 Event = Delta | Usage

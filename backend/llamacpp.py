@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
+from backend.prefix_store import PrefixStore
 from quire.errors import BackendError, RuntimeUnavailable
 from quire.settings import Settings
 
@@ -58,6 +59,12 @@ class LlamaCppRuntime(Runtime):
         self._llm = None
         self._formatter = None
         self._lock = threading.RLock()
+        self._saved_keys: set[str] = set()
+        self.prefix_store = (
+            PrefixStore(settings.cache_dir / "llama-states", settings.prefix_cache_mb * 2**20)
+            if settings.prefix_cache_mb > 0
+            else None
+        )
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> "LlamaCppRuntime":
@@ -145,8 +152,12 @@ class LlamaCppRuntime(Runtime):
                     f"the {self.context_window}-token window.",
                     hint="Use the focus strategy or a model with a larger window.",
                 )
-            cached = self.cached_prefix(tokens)
             started = time.perf_counter()
+            key = self.prefix_key(prompt)
+            cached = self.cached_prefix(tokens)
+            source = "memory" if cached else ""
+            if cached < len(tokens) // 2 and self._restore(key):
+                cached, source = self.cached_prefix(tokens), "disk"
             ttft = 0.0
             completion = 0
             finish = ""
@@ -168,6 +179,7 @@ class LlamaCppRuntime(Runtime):
                     yield Delta(text)
                 finish = choice.get("finish_reason") or finish
             total = time.perf_counter() - started
+            saved = self._persist(key, len(tokens))
             yield Usage(
                 prompt_tokens=len(tokens),
                 completion_tokens=completion,
@@ -175,7 +187,53 @@ class LlamaCppRuntime(Runtime):
                 ttft_s=ttft or total,
                 total_s=total,
                 finish_reason=finish,
+                details={"cache_source": source, "state_saved": saved},
             )
+
+    # -- the corpus prefix on disk ------------------------------------------------------
+    def prefix_key(self, prompt: Prompt) -> str:
+        """Identifies the cacheable prefix: model, window, system text and every part but the question."""
+        corpus = "".join(p.text for p in prompt.parts[:-1] if p.kind == "text")
+        return PrefixStore.key(str(self.model_path), str(self.context_window), prompt.system, corpus)
+
+    def _restore(self, key: str) -> bool:
+        if self.prefix_store is None or (path := self.prefix_store.get(key)) is None:
+            return False
+        import ctypes
+
+        import llama_cpp
+
+        llm = self.llm
+        n_ctx = llm.n_ctx()
+        tokens = (llama_cpp.llama_token * n_ctx)()
+        count = ctypes.c_size_t(0)
+        if not llama_cpp.llama_state_load_file(llm._ctx.ctx, str(path).encode(), tokens, n_ctx, ctypes.byref(count)):
+            path.unlink(missing_ok=True)  # unreadable (another llama.cpp build, say): recompute next time
+            llm.reset()
+            return False
+        n = count.value
+        llm.input_ids[:n] = tokens[:n]
+        llm.n_tokens = n
+        llm._requires_eval = True
+        self._saved_keys.add(key)
+        return True
+
+    def _persist(self, key: str, prompt_tokens: int) -> bool:
+        """Save the KV state after the first answer on a new corpus (small prompts are not worth it)."""
+        if self.prefix_store is None or key in self._saved_keys or prompt_tokens < 256:
+            return False
+        import llama_cpp
+
+        llm = self.llm
+        n = llm.n_tokens
+        tokens = (llama_cpp.llama_token * n)(*llm.input_ids[:n].tolist())
+        tmp = self.prefix_store.reserve(key)
+        if not llama_cpp.llama_state_save_file(llm._ctx.ctx, str(tmp).encode(), tokens, n):
+            tmp.unlink(missing_ok=True)
+            return False
+        self.prefix_store.commit(key, tmp)
+        self._saved_keys.add(key)
+        return True
 
 
 def _formatter_for(llm):

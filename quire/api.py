@@ -22,12 +22,16 @@ from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.registry import create_runtime, resolve_name
+from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
 from ingest.base import Progress
 from quire.errors import QuireError
 from quire.settings import Settings
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
+
+
+STRATEGIES = ("auto", "full", "focus", "sweep")
 
 
 @dataclass
@@ -174,40 +178,56 @@ class Quire:
             question,
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
-            strategy=strategy or self.settings.strategy,
+            strategy=(strategy or self.settings.strategy).replace("sweep", "auto"),
             rank=lambda q: [sid for sid, _ in repo.search_segments(self.db, info.id, q, limit=500)],
             counter=counter,
             image_path=self.blobs.find,
         )
 
-    def ask(self, session: str, question: str, *, strategy: str | None = None) -> Iterator[Delta | Answer]:
-        """Stream the answer as Delta events; the last event is the stored :class:`Answer`."""
+    def ask(self, session: str, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
+        """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`."""
         question = (question or "").strip()
         if not question:
             raise QuireError("The question is empty.", hint="Type a question about the documents.")
+        requested = strategy or self.settings.strategy
+        if requested not in STRATEGIES:
+            raise QuireError(f"Unknown strategy {requested!r}.", hint=f"Choose one of: {', '.join(STRATEGIES)}.")
         info = self.session(session, create=False)
         with self._ask_lock:  # one model, one question at a time
             started = time.perf_counter()
-            ctx = self.assemble(session, question, strategy=strategy)
-            assembled_s = time.perf_counter() - started
             rt = self.runtime()
             options = GenerateOptions(
                 max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
             )
+            ctx = None if requested == "sweep" else self.assemble(session, question, strategy=requested)
+            use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
             parts: list[str] = []
             usage = Usage()
-            for event in rt.generate(ctx.prompt, options):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
+            if use_sweep:
+                segments = repo.session_segments(self.db, info.id)
+                counter = self._counters.setdefault(id(rt), TokenCounter(rt))
+                for event in run_sweep(segments, question, rt, counter=counter, options=options):
+                    if isinstance(event, SweepResult):
+                        ctx, usage = event.context, event.usage
+                        continue
+                    if isinstance(event, Delta):
+                        parts.append(event.text)
                     yield event
-                else:
-                    usage = event
+            else:
+                yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
+                for event in rt.generate(ctx.prompt, options):
+                    if isinstance(event, Delta):
+                        parts.append(event.text)
+                        yield event
+                    else:
+                        usage = event
             answer = "".join(parts).strip()
             checked = citations.check(answer, ctx.refs)
             meta = ctx.metadata() | {
                 "unknown_refs": checked.unknown_refs,
-                "assemble_s": round(assembled_s, 4),
+                "wall_s": round(time.perf_counter() - started, 4),
                 "finish_reason": usage.finish_reason,
+                **usage.details,
             }
             turn = repo.TurnRecord(
                 id=0, question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,

@@ -113,6 +113,7 @@ def cmd_ingest(settings: Settings, args) -> int:
 
 def cmd_ask(settings: Settings, args) -> int:
     from backend.base import Delta
+    from backend.sweep import Status
     from quire.api import Answer, Quire
 
     with Quire(settings) as q:
@@ -120,6 +121,8 @@ def cmd_ask(settings: Settings, args) -> int:
         for event in q.ask(args.session, args.question):
             if isinstance(event, Delta):
                 print(event.text, end="", flush=True)
+            elif isinstance(event, Status):
+                print(f"[{event.message}]", file=sys.stderr, flush=True)
             elif isinstance(event, Answer):
                 answer = event
     print()

@@ -54,8 +54,12 @@ class Settings:
     threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
     strategy: str = _opt(
         "auto",
-        "Context strategy: auto, full (everything fits), focus (most relevant segments).",
-        choices=("auto", "full", "focus"),
+        "Context strategy: auto, full (everything fits), focus (most relevant passages), "
+        "sweep (map-reduce over the whole corpus, for questions about every document).",
+        choices=("auto", "full", "focus", "sweep"),
+    )
+    prefix_cache_mb: int = _opt(
+        4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."
     )
     render_dpi: int = _opt(110, "Resolution of stored PDF page images, in dots per inch.")
     max_file_mb: int = _opt(512, "Largest input file accepted, in MiB.")
