@@ -1,0 +1,139 @@
+"""Context-engine benchmark on the CPU default. One run prints ``name=value`` lines.
+
+    .venv/bin/python bench/context.py [--window 8192] [--sweep-window 2048] [--skip-sweep]
+
+- followup_ttft_ratio: a follow-up's time to first token over the first question's, same ~window-sized corpus
+  (target <= 0.05).
+- reopen_ttft_ratio: a new runtime (as after a restart) that restores the persisted KV state, over recomputing
+  the corpus (target <= 0.10).
+- overhead_ratio: Quire's end-to-end answer time over a raw llama-cpp-python call on the same prompt, both cold
+  (target <= 1.05).
+- focus_s / shards_full_s / sweep_s: wall time on a corpus ten times the (smaller) sweep window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.base import GenerateOptions  # noqa: E402
+from backend.context import TokenCounter  # noqa: E402
+from backend.llamacpp import LlamaCppRuntime  # noqa: E402
+from backend.sweep import make_shards, map_prompt  # noqa: E402
+from quire.api import Quire  # noqa: E402
+from quire.document import Locator, ParsedDocument, Segment  # noqa: E402
+from quire.settings import Settings  # noqa: E402
+from storage import repo  # noqa: E402
+
+ESSAYS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
+
+
+def paragraphs() -> list[str]:
+    out = []
+    for f in sorted(ESSAYS.glob("*.txt")):
+        lines = f.read_text(errors="replace").splitlines()
+        out += ["\n".join(lines[i : i + 6]) for i in range(0, len(lines), 6)]
+    return out
+
+
+def corpus_session(q: Quire, name: str, tokens: int, rt: LlamaCppRuntime) -> int:
+    s = q.session(name)
+    segs, used = [], 0
+    for i, p in enumerate(paragraphs()):
+        n = rt.count_tokens(p) + 12
+        if used + n > tokens:
+            break
+        segs.append(Segment("text", p, Locator(path="essays.txt", line_start=i + 1, line_end=i + 1), tokens=n))
+        used += n
+    repo.store_document(q.db, s.id, ParsedDocument(f"{name}.txt", "text", segs), sha256=hashlib.sha256(name.encode()).hexdigest())
+    return used
+
+
+def timed_answer(q: Quire, session: str, question: str, **kw):
+    t = time.perf_counter()
+    a = q.answer(session, question, **kw)
+    return a, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--window", type=int, default=8192)
+    ap.add_argument("--sweep-window", type=int, default=2048)
+    ap.add_argument("--answer-tokens", type=int, default=48)
+    ap.add_argument("--skip-sweep", action="store_true")
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="quire-bench-"))
+    base = Settings(home=home, threads=2, max_answer_tokens=args.answer_tokens)
+
+    # 1. follow-up and reopen on a window-sized corpus
+    s = base.replace(context_window=args.window)
+    with Quire(s) as q:
+        rt = q.runtime()
+        tokens = corpus_session(q, "follow", args.window - 600, rt)
+        print(f"corpus_tokens={tokens}")
+        first, _ = timed_answer(q, "follow", "What does the author say about startups?", strategy="full")
+        second, _ = timed_answer(q, "follow", "What does the author say about money?", strategy="full")
+        print(f"first_ttft_s={first.turn.ttft_s:.3f}")
+        print(f"followup_ttft_s={second.turn.ttft_s:.3f}")
+        print(f"followup_cached_tokens={second.turn.cached_tokens}/{second.turn.prompt_tokens}")
+        print(f"followup_ttft_ratio={second.turn.ttft_s / first.turn.ttft_s:.4f}")
+    with Quire(s) as q:  # a new runtime: nothing in memory, the state comes from disk
+        reopened, _ = timed_answer(q, "follow", "What does the author say about essays?", strategy="full")
+        print(f"reopen_ttft_s={reopened.turn.ttft_s:.3f} (cache: {reopened.turn.meta.get('cache_source')})")
+        print(f"reopen_ttft_ratio={reopened.turn.ttft_s / first.turn.ttft_s:.4f}")
+
+    # 2. overhead against a raw llama-cpp-python call on the same prompt, both cold, small window
+    s2 = base.replace(context_window=args.sweep_window, prefix_cache_mb=0, home=home / "overhead")
+    question = "What does the author say about hackers?"
+    with Quire(s2) as q:
+        corpus_session(q, "over", args.sweep_window - 400, q.runtime())
+        ctx = q.assemble("over", question, strategy="full")
+        prompt_tokens = q.runtime().tokenize_prompt(ctx.prompt)
+        q.runtime().llm.reset()
+        _, quire_s = timed_answer(q, "over", question, strategy="full")
+    from llama_cpp import Llama
+
+    raw = Llama(model_path=str(LlamaCppRuntime(s2).model_path), n_ctx=args.sweep_window, n_threads=2, n_threads_batch=2, n_batch=512, seed=0, verbose=False)
+    t = time.perf_counter()
+    for _ in raw.create_completion(prompt=prompt_tokens, max_tokens=args.answer_tokens, temperature=0.0, seed=0, stream=True):
+        pass
+    raw_s = time.perf_counter() - t
+    raw.close()
+    print(f"quire_answer_s={quire_s:.3f}")
+    print(f"raw_llama_s={raw_s:.3f}")
+    print(f"overhead_ratio={quire_s / raw_s:.4f}")
+
+    if args.skip_sweep:
+        return
+    # 3. a corpus ten times the window: focus, the question over every shard, sweep
+    s3 = base.replace(context_window=args.sweep_window, prefix_cache_mb=0, home=home / "sweep")
+    question = "List every company the author mentions."
+    with Quire(s3) as q:
+        rt = q.runtime()
+        tokens = corpus_session(q, "big", args.sweep_window * 10, rt)
+        print(f"big_corpus_tokens={tokens} window={args.sweep_window}")
+        _, focus_s = timed_answer(q, "big", question, strategy="focus")
+        print(f"focus_s={focus_s:.1f}")
+        segments = repo.session_segments(q.db, q.session("big").id)
+        counter = TokenCounter(rt)
+        shards = make_shards(segments, counter, int((args.sweep_window - args.answer_tokens - 300) * 0.97))
+        t = time.perf_counter()
+        for shard in shards:
+            prompt, _ = map_prompt(segments, shard, question)
+            for _ in rt.generate(prompt, GenerateOptions(max_tokens=args.answer_tokens)):
+                pass
+        print(f"shards={len(shards)}")
+        print(f"shards_full_s={time.perf_counter() - t:.1f}")
+        sweep, sweep_s = timed_answer(q, "big", question, strategy="sweep")
+        print(f"sweep_s={sweep_s:.1f} (findings: {sweep.turn.meta.get('findings')})")
+        print(f"sweep_over_focus_ratio={sweep_s / focus_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
