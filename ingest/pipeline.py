@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 import shutil
 import tempfile
@@ -19,13 +20,16 @@ from typing import Callable, Iterable
 
 from ingest.base import ExtractContext, Progress, registry
 from quire.errors import EmptyFile, IngestError, QuireError, TooLarge, UnsupportedFile
+from quire.document import ParsedDocument
 from quire.settings import Settings
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
+log = logging.getLogger(__name__)
 BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code")
 _loaded = False
+POOL_MIN_FILES = 3  # below this, starting worker processes costs more than it saves
 
 
 def load_extractors() -> None:
@@ -33,7 +37,10 @@ def load_extractors() -> None:
     global _loaded
     if not _loaded:
         for name in BUILTIN_EXTRACTORS:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # one extractor's missing dependency must not stop the others
+                log.warning("extractor %s unavailable: %s", name, exc)
         _loaded = True
 
 
@@ -84,8 +91,26 @@ def sniff_suffix(path: Path) -> str | None:
     return None
 
 
+@dataclass
+class Job:
+    """A file that passed the checks and needs its extractor run."""
+
+    index: int
+    path: Path
+    name: str
+    suffix: str
+    sha: str | None  # None for folders: hashed from their content after extraction
+    password: str | None = None
+
+
 class Ingestor:
-    """Runs the pipeline for one session."""
+    """Runs the pipeline for one session.
+
+    Checks, hashing and every database write happen in this process (one
+    writer); extraction runs in a pool of worker processes when a batch has
+    several files, so both cores work. A re-run after a crash or a kill skips
+    whatever was already stored (each document is written whole or not at all).
+    """
 
     def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
         self.settings, self.db, self.blobs = settings, db, blobs
@@ -102,54 +127,45 @@ class Ingestor:
         names: dict[str, str] | None = None,
     ) -> list[IngestResult]:
         paths = [Path(p) for p in paths]
-        results: list[IngestResult] = []
+        total = len(paths)
+        results: dict[int, IngestResult] = {}
+        jobs: list[Job] = []
         for index, path in enumerate(paths):
             name = (names or {}).get(str(path)) or path.name
-            if cancelled():
-                results.append(IngestResult(name, "cancelled", message="cancelled before it started"))
-                continue
-            progress(Progress("file", name, index, len(paths)))
-            password = passwords.get(name) or passwords.get(str(path)) if isinstance(passwords, dict) else passwords
-            try:
-                result = self.ingest_one(session_id, path, name=name, password=password, progress=progress, cancelled=cancelled)
-            except IngestError as exc:
-                result = IngestResult(name, "error", message=exc.user_message())
-            except QuireError as exc:
-                result = IngestResult(name, "error", message=f"{name}: {exc.user_message()}")
-            except MemoryError:
-                result = IngestResult(name, "error", message=f"{name}: ran out of memory while reading it. Split the file or raise the limits.")
-            except Exception as exc:  # noqa: BLE001 - the batch goes on; the message names the file and the cause
-                result = IngestResult(
-                    name, "error", message=f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file and try again."
-                )
-            results.append(result)
-            progress(Progress("error" if result.status == "error" else "done", name, index + 1, len(paths), result.message))
-        return results
+            password = (passwords.get(name) or passwords.get(str(path))) if isinstance(passwords, dict) else passwords
+            outcome = _guard(name, lambda: self.plan(session_id, index, path, name, password))
+            if isinstance(outcome, Job):
+                jobs.append(outcome)
+            else:
+                results[index] = outcome
+                progress(Progress("error" if outcome.status == "error" else "done", name, len(results), total, outcome.message))
 
-    def ingest_one(
-        self,
-        session_id: int,
-        path: Path,
-        *,
-        name: str | None = None,
-        password: str | None = None,
-        progress: Callable[[Progress], None] = lambda e: None,
-        cancelled: Callable[[], bool] = lambda: False,
-    ) -> IngestResult:
-        name = name or path.name
+        def finished(job: Job, outcome) -> None:
+            if not isinstance(outcome, IngestResult):
+                outcome = _guard(job.name, lambda: self._store(session_id, job, outcome))
+            results[job.index] = outcome
+            progress(Progress("error" if outcome.status == "error" else "done", job.name, len(results), total, outcome.message))
+
+        workers = self.settings.workers or os.cpu_count() or 1
+        if len(jobs) >= POOL_MIN_FILES and workers > 1:
+            self._run_pool(jobs, min(workers, len(jobs)), finished, progress, cancelled)
+        else:
+            for job in jobs:
+                if cancelled():
+                    finished(job, IngestResult(job.name, "cancelled", message=f"{job.name}: cancelled before it was read"))
+                    continue
+                progress(Progress("file", job.name, len(results), total))
+                ctx = self._context(job, progress, cancelled)
+                finished(job, _guard(job.name, lambda: _run_extractor(job, ctx)))
+        return [results[i] for i in range(total)]
+
+    # -- steps ---------------------------------------------------------------------
+    def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
+        """Checks that need no extractor: existence, size, duplicates, file type."""
         if not path.exists():
             raise IngestError(name, "does not exist.", hint="Check the path.")
-        ctx = ExtractContext(
-            settings=self.settings, blobs=self.blobs, password=password, display_name=name,
-            progress=progress, cancelled=cancelled,
-        )
         if path.is_dir():
-            from ingest.code import extract_codebase
-
-            parsed = extract_codebase(path, ctx)
-            sha = _sha_of_parsed(parsed)
-            return self._store(session_id, parsed, sha, source=str(path), blob_sha=None)
-
+            return Job(index, path, name, "", None, password)
         size = path.stat().st_size
         if size == 0:
             raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")
@@ -163,21 +179,72 @@ class Ingestor:
             info = repo.get_document(self.db, existing)
             note = "already in the session" if not added else "already stored: reused"
             return IngestResult(name, "duplicate", existing, info.tokens, info.pages, info.segments, note)
-
-        extractor = registry.find(Path(name)) or registry.find(path)
         suffix = _suffix_of(name)
-        if extractor is None:
+        if registry.find(Path(name)) is None and registry.find(path) is None:
             sniffed = sniff_suffix(path)
-            extractor = registry.find(Path("x" + sniffed)) if sniffed else None
-            suffix = sniffed or suffix
-        if extractor is None:
-            raise UnsupportedFile(
-                name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
-                hint="Supported: PDF, images, text and Markdown, source code, zip/tar archives of code.",
-            )
-        parsed = extractor(path, ctx)
-        blob_sha = self._keep_original(path, sha, suffix)
-        return self._store(session_id, parsed, sha, source=str(path), blob_sha=blob_sha)
+            if not sniffed or registry.find(Path("x" + sniffed)) is None:
+                raise UnsupportedFile(
+                    name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
+                    hint="Supported: PDF, images, text and Markdown, source code, zip/tar archives of code.",
+                )
+            suffix = sniffed
+        return Job(index, path, name, suffix, sha, password)
+
+    def ingest_one(self, session_id: int, path: Path, *, name: str | None = None, password: str | None = None,
+                   progress: Callable[[Progress], None] = lambda e: None,
+                   cancelled: Callable[[], bool] = lambda: False) -> IngestResult:
+        """One file, in this process; raises the IngestError instead of reporting it."""
+        name = name or path.name
+        outcome = self.plan(session_id, 0, Path(path), name, password)
+        if isinstance(outcome, IngestResult):
+            return outcome
+        return self._store(session_id, outcome, _run_extractor(outcome, self._context(outcome, progress, cancelled)))
+
+    def _context(self, job: Job, progress, cancelled) -> ExtractContext:
+        return ExtractContext(settings=self.settings, blobs=self.blobs, password=job.password,
+                              display_name=job.name, progress=progress, cancelled=cancelled)
+
+    def _run_pool(self, jobs, workers, finished, progress, cancelled) -> None:
+        """Extract in worker processes; a file that crashes its worker is retried alone, then reported."""
+        crashed = self._pool_pass(jobs, workers, finished, cancelled)
+        for job in crashed:  # a crash takes the pool's other files down with it: give each its own try
+            if self._pool_pass([job], 1, finished, cancelled):
+                finished(job, IngestResult(job.name, "error", message=(
+                    f"{job.name}: the reader crashed on this file; it is probably corrupt. Re-export it and try again.")))
+
+    def _pool_pass(self, jobs, workers, finished, cancelled) -> list[Job]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        crashed: list[Job] = []
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server process
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pending = {pool.submit(_extract_in_worker, job, self.settings): job for job in jobs}
+            while pending:
+                if cancelled():
+                    for future, job in list(pending.items()):
+                        if future.cancel():
+                            del pending[future]
+                            finished(job, IngestResult(job.name, "cancelled", message=f"{job.name}: cancelled"))
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    exc = future.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        crashed.append(job)
+                    elif exc is not None:
+                        finished(job, IngestResult(job.name, "error", message=_describe(job.name, exc)))
+                    else:
+                        status, payload = future.result()
+                        finished(job, payload if status == "ok" else IngestResult(job.name, "error", message=payload))
+        return crashed
+
+    def _store(self, session_id: int, job: Job, parsed: ParsedDocument) -> IngestResult:
+        sha = job.sha or _sha_of_parsed(parsed)
+        blob_sha = self._keep_original(job.path, sha, job.suffix) if job.sha else None
+        doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=str(job.path), blob_sha=blob_sha)
+        return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments))
 
     def _keep_original(self, path: Path, sha: str, suffix: str) -> str:
         target = self.blobs.path(sha, suffix)
@@ -189,9 +256,40 @@ class Ingestor:
             os.replace(tmp, target)
         return sha
 
-    def _store(self, session_id: int, parsed, sha: str, *, source: str, blob_sha: str | None) -> IngestResult:
-        doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=source, blob_sha=blob_sha)
-        return IngestResult(parsed.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments))
+
+def _run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:
+    if job.path.is_dir():
+        from ingest.code import extract_codebase
+
+        return extract_codebase(job.path, ctx)
+    extractor = registry.find(Path(job.name)) or registry.find(job.path) or registry.find(Path("x" + job.suffix))
+    return extractor(job.path, ctx)
+
+
+def _extract_in_worker(job: Job, settings: Settings) -> tuple[str, ParsedDocument | str]:
+    """Runs in a worker process; errors come back as their user message (exceptions may not pickle)."""
+    load_extractors()
+    ctx = ExtractContext(settings=settings, blobs=BlobStore(settings.blob_dir), password=job.password, display_name=job.name)
+    outcome = _guard(job.name, lambda: _run_extractor(job, ctx))
+    return ("error", outcome.message) if isinstance(outcome, IngestResult) else ("ok", outcome)
+
+
+def _guard(name: str, step: Callable):
+    """Run one step for one file; any failure becomes that file's error result, never the batch's."""
+    try:
+        return step()
+    except MemoryError:
+        return IngestResult(name, "error", message=f"{name}: ran out of memory while reading it. Split it or lower the limits.")
+    except Exception as exc:  # noqa: BLE001 - the batch goes on; the message names the file and the cause
+        return IngestResult(name, "error", message=_describe(name, exc))
+
+
+def _describe(name: str, exc: BaseException) -> str:
+    if isinstance(exc, IngestError):
+        return exc.user_message()
+    if isinstance(exc, QuireError):
+        return f"{name}: {exc.user_message()}"
+    return f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."
 
 
 def _suffix_of(name: str) -> str:
@@ -202,7 +300,7 @@ def _suffix_of(name: str) -> str:
     return Path(lower).suffix
 
 
-def _sha_of_parsed(parsed) -> str:
+def _sha_of_parsed(parsed: ParsedDocument) -> str:
     h = hashlib.sha256(parsed.name.encode())
     for seg in parsed.segments:
         h.update(b"\0")
