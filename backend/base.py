@@ -67,7 +67,7 @@ class Runtime(abc.ABC):
     """Base class of every runtime. Subclasses set ``name`` and implement ``generate``."""
 
     name: ClassVar[str] = ""
-    supports_images: ClassVar[bool] = False
+    supports_images: bool = False  # may be set per instance: it can depend on the model
     prefix_cache: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:

@@ -68,6 +68,10 @@ class Settings:
     tp_size: int = _opt(1, "SGLang tensor-parallel size (GPUs per model replica).")
     dp_size: int = _opt(1, "SGLang data-parallel size (model replicas).")
     chunked_prefill_size: int = _opt(0, "SGLang chunked prefill size in tokens; 0 keeps SGLang's default.")
+    preset: str = _opt("", "Serving preset: llama4-scout, qwen2.5-vl-7b, qwen3-vl-8b; empty picks one from the model name.")
+    mem_fraction_static: float = _opt(0.0, "SGLang's static GPU memory share (weights + KV cache); 0 keeps SGLang's default.")
+    enable_hierarchical_cache: bool = _opt(False, "SGLang: let the prefix cache spill to host memory.")
+    multimodal: bool = _opt(False, "Send page images to a remote model even when its name matches no known vision model.")
     chat_template: str = _opt("", "SGLang chat template name (e.g. llama-4); empty lets SGLang choose.")
     log_level: str = _opt("warning", "Log level: debug, info, warning, error.")
 
