@@ -1,0 +1,30 @@
+"""Exporting a session: a report of its questions, answers and cited passages
+(Markdown, HTML or PDF) and copies of the cited PDFs with those passages highlighted.
+
+    from export import export_session
+    paths = export_session(db, blobs, session_id, "html", Path("report.html"))
+"""
+
+from export.annotate import highlight_sources
+from export.bundle import FORMATS, UnknownFormat, export_session
+from export.files import ExportError
+from export.html import render_html
+from export.markdown import render_markdown
+from export.pdf import render_pdf
+from export.report import Report, ReportCitation, ReportDocument, ReportTurn, build_report
+
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "Report",
+    "ReportCitation",
+    "ReportDocument",
+    "ReportTurn",
+    "UnknownFormat",
+    "build_report",
+    "export_session",
+    "highlight_sources",
+    "render_html",
+    "render_markdown",
+    "render_pdf",
+]

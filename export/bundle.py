@@ -1,0 +1,50 @@
+"""One call that writes a session's report and its highlighted source PDFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.annotate import highlight_sources
+from export.files import ExportError, atomic_write, safe_stem
+from export.html import render_html
+from export.markdown import render_markdown
+from export.pdf import pdf_bytes
+from export.report import build_report
+from storage.blobs import BlobStore
+from storage.db import Database
+
+FORMATS = ("md", "html", "pdf")
+
+
+class UnknownFormat(ExportError):
+    pass
+
+
+def export_session(db: Database, blobs: BlobStore, session_id: int, fmt: str, out: Path) -> list[Path]:
+    """Write the report as ``fmt`` to ``out`` and highlighted cited PDFs to ``<out stem>_sources/``.
+
+    ``out`` may be an existing folder: the report is then named after the session.
+    Returns every path written, the report first.
+    """
+    fmt = check_format(fmt)
+    report = build_report(db, session_id)
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{safe_stem(report.session, 'report')}.{fmt}"
+    if fmt == "md":
+        data: bytes | str = render_markdown(report)
+    elif fmt == "html":
+        data = render_html(report)
+    else:
+        data = pdf_bytes(report)
+    written = [atomic_write(out, data)]
+    written += highlight_sources(db, blobs, session_id, out.parent / f"{out.stem}_sources")
+    return written
+
+
+def check_format(fmt: str) -> str:
+    name = (fmt or "").strip().lower().lstrip(".")
+    name = {"markdown": "md", "htm": "html"}.get(name, name)
+    if name not in FORMATS:
+        raise UnknownFormat(f"Cannot export as {fmt!r}.", hint=f"Use one of: {', '.join(FORMATS)}.")
+    return name

@@ -1,0 +1,109 @@
+"""The report as one self-contained HTML file: inline CSS, no scripts, every text escaped."""
+
+from __future__ import annotations
+
+from html import escape
+
+from export.report import Report, ReportCitation, ReportTurn
+
+STATUSES = ("verified", "unverified", "missing")
+NO_PASSAGE = "<p class=\"meta\">(passage not available)</p>"
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "Noto Sans", sans-serif; max-width: 52rem;
+       margin: 2rem auto; padding: 0 1rem; color: #1f2328; line-height: 1.5; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-top: 1px solid #d0d7de; padding-top: 1rem; }
+h3 { font-size: 1rem; color: #57606a; }
+.meta, .facts { color: #57606a; font-size: .9rem; }
+.answer p { margin: .5rem 0; }
+a.ref { text-decoration: none; font-weight: 600; color: #0969da; }
+ol.citations { padding-left: 1.2rem; }
+ol.citations li { margin-bottom: .8rem; }
+blockquote { margin: .3rem 0 0 0; padding: .3rem .8rem; border-left: 4px solid #d0d7de;
+             background: #f6f8fa; white-space: pre-wrap; }
+.badge { font-size: .75rem; font-weight: 600; padding: .05rem .4rem; border-radius: .6rem; }
+.badge.verified { background: #dafbe1; color: #116329; }
+.badge.unverified { background: #fff8c5; color: #7d4e00; }
+.badge.missing { background: #ffebe9; color: #a40e26; }
+.origin { color: #57606a; font-size: .8rem; }
+table.docs { border-collapse: collapse; font-size: .9rem; }
+table.docs td, table.docs th { border: 1px solid #d0d7de; padding: .2rem .5rem; text-align: left; }
+"""
+
+
+def render_html(report: Report) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>Quire report: {escape(report.session)}</title>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n{report_body(report)}</body>\n</html>\n"
+    )
+
+
+def report_body(report: Report) -> str:
+    """The report's markup without page chrome; the PDF renderer lays out the same body."""
+    parts = [f"<h1>Quire report: {escape(report.session)}</h1>", _meta(report)]
+    if report.documents:
+        parts.append(_documents(report))
+    parts += [_turn(t) for t in report.turns]
+    if not report.turns:
+        parts.append("<p class=\"meta\">No questions were asked in this session yet.</p>")
+    return "\n".join(parts) + "\n"
+
+
+def _meta(report: Report) -> str:
+    bits = [f"Generated {escape(report.generated_at)}"]
+    if report.runtimes:
+        bits.append(f"Runtime: {escape(', '.join(report.runtimes))}")
+    bits.append(f"{len(report.turns)} questions, {report.citation_count} citations")
+    return f"<p class=\"meta\">{'<br>'.join(bits)}</p>"
+
+
+def _documents(report: Report) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(d.name)}</td><td>{escape(d.kind)}</td><td>{d.pages or ''}</td><td>{d.tokens}</td></tr>"
+        for d in report.documents
+    )
+    return (
+        "<h3>Documents</h3>\n<table class=\"docs\"><tr><th>Name</th><th>Kind</th><th>Pages</th><th>Tokens</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _turn(turn: ReportTurn) -> str:
+    parts = [
+        f"<h2 id=\"q{turn.number}\">Q{turn.number}. {_text(turn.question)}</h2>",
+        f"<div class=\"answer\">{_answer(turn)}</div>",
+        f"<p class=\"facts\">{escape(turn.facts())}</p>",
+    ]
+    if turn.citations:
+        items = "\n".join(_citation(c) for c in turn.citations)
+        parts.append(f"<h3>Citations</h3>\n<ol class=\"citations\">\n{items}\n</ol>")
+    return "\n".join(parts)
+
+
+def _answer(turn: ReportTurn) -> str:
+    out = []
+    for text, citation in turn.answer_parts():
+        if citation is None:
+            out.append(escape(text))
+        else:
+            out.append(f"<a class=\"ref\" href=\"#{citation.anchor}\">{escape(citation.ref.join('[]'))}</a>")
+    paragraphs = [p.strip() for p in "".join(out).split("\n\n")]
+    body = "".join(f"<p>{p.replace(chr(10), '<br>')}</p>" for p in paragraphs if p)
+    return body or "<p class=\"meta\">(no answer)</p>"
+
+
+def _citation(c: ReportCitation) -> str:
+    status = c.status if c.status in STATUSES else "unverified"
+    origin = " <span class=\"origin\">(matched)</span>" if c.origin == "matched" else ""
+    passage = f"<blockquote>{escape(c.passage)}</blockquote>" if c.passage else NO_PASSAGE
+    return (
+        f"<li id=\"{c.anchor}\"><b>{escape(c.ref.join('[]'))}</b> {escape(c.document)}, {escape(c.location)} "
+        f"<span class=\"badge {status}\">{escape(c.status)}</span>{origin}{passage}</li>"
+    )
+
+
+def _text(text: str) -> str:
+    return escape(" ".join((text or "").split()))
+

@@ -1,0 +1,60 @@
+"""The web UI in a real headless Chromium: it renders, and the main parts are on the page."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from quire.api import Quire
+from quire.settings import Settings
+from tests.test_ui import _free_port, seed_pdf, seed_text, start_server, stop_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed at /usr/bin/chromium"),
+]
+
+
+def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=10000", *args, url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("browser-home")
+    with Quire(Settings(home=home)) as q:
+        seed_text(q, "demo")
+        seed_pdf(q, "demo")
+    port = _free_port()
+    proc = start_server(home, port, home / "server.log")
+    yield f"http://127.0.0.1:{port}/"
+    stop_server(proc)
+
+
+@pytest.mark.parametrize("tab", ["chat", "documents"])
+def test_screenshot_is_rendered(app_url, tmp_path, tab):
+    shot = tmp_path / f"{tab}.png"
+    result = chromium(f"{app_url}?tab={tab}", tmp_path / "profile", f"--screenshot={shot}")
+    assert shot.exists(), result.stderr[-2000:]
+    with Image.open(shot) as image:
+        assert image.size == (1400, 1000)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50, "the screenshot is blank"
+
+
+def test_dom_has_the_main_components(app_url, tmp_path):
+    result = chromium(app_url, tmp_path / "profile", "--dump-dom")
+    dom = result.stdout
+    for label in ("Quire", "Session", "Conversation", "Question", "Citations", "Documents", "Export", "Settings"):
+        assert label in dom, f"{label!r} is missing from the page"
+    assert "2 documents" in dom  # the session was picked on load and its summary shown

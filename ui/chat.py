@@ -1,0 +1,145 @@
+"""The Chat tab: ask, watch the answer stream, then check its citations in the viewer."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from backend.base import Delta
+from quire.api import Answer, Quire
+from quire.errors import QuireError
+from storage.repo import CitationRecord, TurnRecord
+from ui import render
+from ui.errors import user_errors
+from ui.viewer import Viewer
+
+STREAM_EVERY_S = 0.05  # at most ~20 screen updates a second while an answer streams
+CURSOR = " ▍"
+
+
+class ChatTab:
+    def __init__(self, quire: Quire) -> None:
+        self.q = quire
+        self.viewer = Viewer(quire)
+
+    # -- plain handlers ---------------------------------------------------------
+    def _turns(self, session: str | None) -> list[TurnRecord]:
+        if not session:
+            return []
+        try:
+            return self.q.turns(session)
+        except QuireError:  # deleted or renamed meanwhile
+            return []
+
+    def load(self, session: str | None):
+        """The session's stored conversation; citations of its last answer."""
+        turns = self._turns(session)
+        return (render.history(turns), *self._turn_outputs(turns[-1] if turns else None), *_viewer_cleared())
+
+    def _turn_outputs(self, turn: TurnRecord | None):
+        if turn is None:
+            return [], [], "", gr.update(choices=[], value=None)
+        citations = list(turn.citations)
+        info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
+        for note in turn.meta.get("notes") or []:
+            info += f"  \n_{render.md_escape(str(note))}_"
+        choices = [(f"{c.ref} · {c.document_name} · {render.location(c)}", i) for i, c in enumerate(citations)]
+        return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
+
+    @user_errors
+    def ask(self, session: str, question: str):
+        """Stream the answer into the chat; the final update adds its citations."""
+        if not session:
+            raise gr.Error("Pick or create a session first.")
+        question = (question or "").strip()
+        if not question:
+            raise gr.Error("Type a question first.")
+        messages = render.history(self._turns(session))
+        messages += [render.user_message(question), {"role": "assistant", "content": "_Reading the documents…_"}]
+        skip = (gr.skip(),) * 4
+        yield messages, "", *skip
+        parts: list[str] = []
+        last = 0.0
+        for event in self.q.ask(session, question):
+            if isinstance(event, Delta):
+                parts.append(event.text)
+                if time.monotonic() - last >= STREAM_EVERY_S:
+                    last = time.monotonic()
+                    messages[-1] = {"role": "assistant", "content": render.md_escape("".join(parts)) + CURSOR}
+                    yield messages, gr.skip(), *skip
+            elif isinstance(event, Answer):
+                messages[-1] = {"role": "assistant", "content": render.answer_markdown(event.turn)}
+                yield messages, gr.skip(), *self._turn_outputs(event.turn)
+
+    def pick_turn(self, session: str | None, evt: gr.SelectData):
+        """Clicking a message shows the citations of that question's answer."""
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        turns = self._turns(session)
+        if not isinstance(index, int) or not 0 <= index // 2 < len(turns):
+            return (gr.skip(),) * 4
+        return self._turn_outputs(turns[index // 2])
+
+    @staticmethod
+    def pick_citation_row(evt: gr.SelectData):
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return index if isinstance(index, int) else gr.skip()
+
+    @user_errors
+    def open_citation(self, citations: list[CitationRecord], index: int | None):
+        if index is None or not citations or not 0 <= int(index) < len(citations):
+            return _viewer_cleared()
+        view = self.viewer.show(citations[int(index)])
+        return (
+            view.title,
+            gr.update(value=view.image, visible=view.image is not None),
+            gr.update(value=view.text or "", language=view.language, visible=view.text is not None,
+                      label="Cited passage" if view.image is None else "Text of the cited region"),
+        )
+
+    # -- layout -------------------------------------------------------------------
+    def build(self, session: gr.Dropdown, summary: gr.Markdown, summarize) -> None:
+        citations = gr.State([])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                chatbot = gr.Chatbot(
+                    label="Conversation", height=480, latex_delimiters=[], sanitize_html=True,
+                    feedback_options=None, buttons=["copy_all"], elem_id="chat",
+                    placeholder="Ask a question about this session's documents. "
+                                "Answers cite their sources; click one to check it.",
+                )
+                with gr.Row(equal_height=True):
+                    question = gr.Textbox(label="Question", placeholder="e.g. Which contract ends first, and why?",
+                                          lines=1, max_lines=6, scale=5, autofocus=True)
+                    ask = gr.Button("Ask", variant="primary", scale=0, min_width=90)
+                    stop = gr.Button("Stop", scale=0, min_width=80)
+                turn_info = gr.Markdown(elem_id="turn-info")
+                table = gr.Dataframe(headers=render.CITATION_HEADERS, label="Citations", interactive=False,
+                                     wrap=True, column_count=5, max_height=300, elem_id="citations",
+                                     column_widths=["8%", "20%", "16%", "16%", "40%"])
+            with gr.Column(scale=2, min_width=320):
+                pick = gr.Dropdown(label="Open citation", choices=[], info="Or click a row in the Citations table.")
+                title = gr.Markdown("Select a citation to see its source here.", elem_id="viewer-title")
+                image = gr.Image(label="Cited page", type="pil", interactive=False, visible=False,
+                                 buttons=["download", "fullscreen"], height=620)
+                code = gr.Code(label="Cited passage", visible=False, interactive=False, lines=12, max_lines=40,
+                               wrap_lines=True)
+
+        turn_view = [table, citations, turn_info, pick]
+        viewer = [title, image, code]
+        outputs = [chatbot, question, *turn_view]
+        asked = [
+            ask.click(self.ask, [session, question], outputs, api_name="ask", concurrency_limit=1, concurrency_id="model"),
+            question.submit(self.ask, [session, question], outputs, api_visibility="private", concurrency_id="model"),
+        ]
+        stop.click(None, None, None, cancels=asked, api_visibility="private")
+        for event in asked:
+            event.then(summarize, session, summary, api_visibility="private")
+        session.change(self.load, session, [chatbot, *turn_view, *viewer], api_name="history")
+        chatbot.select(self.pick_turn, session, turn_view, api_visibility="private")
+        table.select(self.pick_citation_row, None, pick, api_visibility="private")
+        pick.change(self.open_citation, [citations, pick], viewer, api_visibility="private")
+
+
+def _viewer_cleared():
+    return "Select a citation to see its source here.", gr.update(value=None, visible=False), gr.update(value="", visible=False)

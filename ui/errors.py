@@ -1,0 +1,40 @@
+"""The one place where Quire's errors become messages in the browser."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable, TypeVar
+
+import gradio as gr
+
+from quire.errors import QuireError
+
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(fn: F) -> F:
+    """Turn a :class:`QuireError` raised by a handler into ``gr.Error(exc.user_message())``.
+
+    Works for plain and generator handlers alike; ``functools.wraps`` keeps the
+    signature, so Gradio still sees ``gr.Progress`` defaults and streaming.
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except QuireError as exc:
+                raise gr.Error(exc.user_message()) from exc
+
+        return gen_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except QuireError as exc:
+            raise gr.Error(exc.user_message()) from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,64 @@
+"""The Export tab: write a session's report (Markdown, HTML or PDF) and offer it for download."""
+
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from quire.api import Quire
+from ui import render
+from ui.errors import user_errors
+
+FORMATS = [("Markdown (.md)", "md"), ("HTML (.html)", "html"), ("PDF (.pdf)", "pdf")]
+
+
+def export_dir(quire: Quire) -> Path:
+    return quire.settings.home / "exports"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", name, flags=re.UNICODE).strip("-.") or "session"
+
+
+def bundle(paths: list[Path], target: Path) -> Path:
+    """Zip the report with the highlighted PDFs written beside it."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in paths:
+            zf.write(path, arcname=path.name)
+    return target
+
+
+class ExportTab:
+    def __init__(self, quire: Quire) -> None:
+        self.q = quire
+
+    @user_errors
+    def export(self, session: str, fmt: str):
+        if not session:
+            raise gr.Error("Pick a session first.")
+        if fmt not in {value for _, value in FORMATS}:
+            raise gr.Error(f"Unknown format {fmt!r}: choose md, html or pdf.")
+        folder = export_dir(self.q) / f"{slug(session)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [Path(p) for p in self.q.export(session, fmt, folder / f"{slug(session)}.{fmt}")]
+        files = [str(p) for p in written if p.is_file()]
+        note = f"Report for **{render.md_escape(session)}** written."
+        if len(files) > 1:
+            files = [files[0], str(bundle(written, folder / f"{slug(session)}-with-pdfs.zip"))]
+            note += f" The zip holds it with {len(written) - 1} highlighted PDF{'s' if len(written) > 2 else ''}."
+        return files, note
+
+    def build(self, session: gr.Dropdown) -> None:
+        gr.Markdown("Write every question of this session with its answer, citations and quotes. "
+                    "PDF sources can come with copies whose cited regions are highlighted.")
+        with gr.Row(equal_height=True):
+            fmt = gr.Radio(FORMATS, value="md", label="Format", scale=2)
+            go = gr.Button("Export report", variant="primary", scale=1)
+        note = gr.Markdown()
+        files = gr.File(label="Download", file_count="multiple", interactive=False)
+        go.click(self.export, [session, fmt], [files, note], api_name="export")
+        session.change(lambda: (None, ""), None, [files, note], api_visibility="private")

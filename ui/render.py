@@ -1,0 +1,169 @@
+"""Pure formatting for the UI: rows, badges, chat messages and the token gauge.
+
+Everything derived from documents or the model is escaped here: Markdown
+(chat, notes) through :func:`md_escape`, HTML (the gauge) through ``html.escape``.
+Dataframes and code blocks show plain text and need neither.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from typing import Any, Iterable
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~$!^])")
+_MD_LINE_START = re.compile(r"^(\s*\d*)([-+=.)])", re.MULTILINE)
+
+STATUS_BADGES = {
+    "verified": "✓ verified",
+    "unverified": "? unverified",
+    "missing": "✗ missing",
+}
+
+DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer"]
+CITATION_HEADERS = ["Ref", "Document", "Location", "Status", "Quote"]
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally by a Markdown renderer: no markup, links, HTML or math survive."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+    escaped = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+    return html.escape(escaped, quote=True)
+
+
+def shorten(text: str, limit: int = 220) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def badge(status: str, origin: str = "model") -> str:
+    label = STATUS_BADGES.get(status, status)
+    return label + (" (matched)" if origin == "matched" else "")
+
+
+def location(citation) -> str:
+    return citation.locator.label() or "whole document"
+
+
+# -- documents ---------------------------------------------------------------
+def text_layer(meta: dict[str, Any]) -> str:
+    """A short summary of how a PDF's text was obtained, from the extractor's metadata."""
+    if meta.get("text_layer") not in (None, ""):
+        return _layer_name(meta["text_layer"])
+    pages = [p for p in meta.get("pages") or [] if isinstance(p, dict) and "text_layer" in p]
+    if not pages:
+        return ""
+    counts = Counter(_layer_name(p["text_layer"]) for p in pages)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{name} {n}" for name, n in counts.most_common())
+
+
+def _layer_name(value: Any) -> str:
+    if value is True:
+        return "text"
+    if value is False or value is None:
+        return "none"
+    return str(value)
+
+
+def document_rows(docs: Iterable) -> list[list[Any]]:
+    return [[d.name, d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta)] for d in docs]
+
+
+def gauge_html(budget) -> str:
+    """An escaped HTML bar: corpus tokens against what the window leaves for documents."""
+    room = max(budget.window - budget.answer_reserve, 1)
+    share = budget.total / room
+    width = min(share, 1.0) * 100
+    if not budget.documents:
+        state, note = "empty", "No documents yet: add files in the Documents tab."
+    elif budget.fits:
+        state, note = "fits", "Fits: every question sees the whole corpus."
+    else:
+        state, note = "narrowed", (
+            f"Too big for one pass ({share:.1f}× the room): each question sees the passages most relevant to it."
+        )
+    label = (
+        f"{budget.total:,} of {room:,} tokens "
+        f"({budget.window:,}-token window, {budget.answer_reserve:,} kept for the answer)"
+    )
+    return (
+        f'<div class="quire-gauge quire-gauge-{state}" role="meter" aria-valuemin="0" '
+        f'aria-valuemax="{room}" aria-valuenow="{budget.total}" aria-label="Corpus tokens">'
+        f'<div class="quire-gauge-label">{html.escape(label)}</div>'
+        f'<div class="quire-gauge-track"><div class="quire-gauge-fill" style="width:{width:.1f}%"></div></div>'
+        f'<div class="quire-gauge-note">{html.escape(note)}</div></div>'
+    )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def ingest_report(results: Iterable) -> str:
+    lines = []
+    for r in results:
+        if r.status == "added":
+            size = f"{plural(r.pages, 'page')}, " if r.pages else ""
+            lines.append(f"- ✓ **{md_escape(r.name)}**: added ({size}{plural(r.segments, 'segment')}, ~{r.tokens:,} tokens)")
+        elif r.status == "duplicate":
+            lines.append(f"- = **{md_escape(r.name)}**: {md_escape(r.message or 'already stored')}")
+        elif r.status == "cancelled":
+            lines.append(f"- ■ **{md_escape(r.name)}**: cancelled")
+        else:
+            lines.append(f"- ✗ {md_escape(r.message or r.name + ': failed')}")
+    return "\n".join(lines)
+
+
+# -- answers -------------------------------------------------------------------
+def citation_rows(citations: Iterable) -> list[list[str]]:
+    return [
+        [c.ref, c.document_name, location(c), badge(c.status, c.origin), shorten(c.quote, 300)]
+        for c in citations
+    ]
+
+
+def meta_line(turn) -> str:
+    m = turn.meta or {}
+    used, total = m.get("segments_used"), m.get("segments_total")
+    seen = f"saw {used}/{total} passages ({float(m.get('share_seen') or 0):.0%} of the corpus)" if total else ""
+    parts = [
+        turn.strategy,
+        seen,
+        f"{turn.prompt_tokens:,} prompt tokens ({turn.cached_tokens:,} cached)",
+        f"first token {turn.ttft_s:.2f} s",
+        f"total {turn.total_s:.2f} s",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def answer_markdown(turn) -> str:
+    """The assistant message: the answer, its sources, then how it was produced."""
+    body = md_escape(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
+    lines = [body]
+    if turn.citations:
+        lines += ["", "**Sources**"]
+        for c in turn.citations:
+            quote = f" — “{md_escape(shorten(c.quote, 160))}”" if c.quote else ""
+            lines.append(
+                f"- **{md_escape(c.ref)}** {md_escape(c.document_name)} · {md_escape(location(c))} · "
+                f"{badge(c.status, c.origin)}{quote}"
+            )
+    lines += ["", f"_{md_escape(meta_line(turn))}_"]
+    for note in (turn.meta or {}).get("notes") or []:
+        lines.append(f"> {md_escape(str(note))}")
+    return "\n".join(lines)
+
+
+def user_message(question: str) -> dict[str, str]:
+    return {"role": "user", "content": md_escape(question)}
+
+
+def history(turns: Iterable) -> list[dict[str, str]]:
+    messages: list[dict[str, str]] = []
+    for turn in turns:
+        messages.append(user_message(turn.question))
+        messages.append({"role": "assistant", "content": answer_markdown(turn)})
+    return messages

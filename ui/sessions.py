@@ -1,0 +1,123 @@
+"""The session bar: pick, create, rename and delete sessions; the last one used is remembered."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from quire.api import Quire
+from storage import repo
+from ui.errors import user_errors
+from ui.render import md_escape, plural
+
+STATE_KEY = "ui"
+DEFAULT_SESSION = "My documents"
+
+
+class SessionBar:
+    def __init__(self, quire: Quire) -> None:
+        self.q = quire
+
+    # -- plain handlers (also API endpoints) ------------------------------------
+    def names(self) -> list[str]:
+        return [s.name for s in self.q.sessions()]
+
+    def remembered(self) -> str | None:
+        name = repo.get_state(self.q.db, STATE_KEY).get("session")
+        return name if name in self.names() else None
+
+    def remember(self, name: str | None) -> None:
+        if name:
+            state = repo.get_state(self.q.db, STATE_KEY)
+            if state.get("session") != name:
+                repo.set_state(self.q.db, STATE_KEY, {**state, "session": name})
+
+    @user_errors
+    def initial(self):
+        """The session to show when a page opens: the last used one, else the newest, else a new one."""
+        names = self.names()
+        if not names:
+            self.q.session(DEFAULT_SESSION)
+            names = [DEFAULT_SESSION]
+        current = self.remembered() or names[0]
+        return gr.update(choices=names, value=current)
+
+    @user_errors
+    def create(self, name: str):
+        info = self.q.session(repo.check_name(name))
+        self.remember(info.name)
+        return gr.update(choices=self.names(), value=info.name), ""
+
+    @user_errors
+    def rename(self, current: str, new_name: str):
+        if not current:
+            raise gr.Error("Pick a session to rename first.")
+        info = self.q.rename_session(current, new_name)
+        self.remember(info.name)
+        return gr.update(choices=self.names(), value=info.name), ""
+
+    @user_errors
+    def delete(self, current: str):
+        if not current:
+            raise gr.Error("Pick a session to delete first.")
+        self.q.delete_session(current)
+        names = self.names()
+        value = names[0] if names else None
+        self.remember(value)
+        return gr.update(choices=names, value=value), *_confirm_hidden()
+
+    @user_errors
+    def select(self, name: str | None) -> str:
+        self.remember(name)
+        return _summary(self.q, name)
+
+    # -- layout ---------------------------------------------------------------------
+    def build(self) -> gr.Dropdown:
+        with gr.Row(equal_height=True, elem_id="session-bar"):
+            self.dropdown = gr.Dropdown(
+                label="Session", choices=[], value=None, scale=3, min_width=220, allow_custom_value=True,
+                info="Each session has its own documents and questions.",
+            )
+            self.new_name = gr.Textbox(label="New session", placeholder="Name, then Enter", scale=2, min_width=180)
+            create = gr.Button("Create", variant="primary", scale=0, min_width=90)
+            self.rename_to = gr.Textbox(label="Rename to", placeholder="New name", scale=2, min_width=160)
+            rename = gr.Button("Rename", scale=0, min_width=90)
+            delete = gr.Button("Delete…", variant="stop", scale=0, min_width=90)
+        with gr.Row(visible=False, elem_id="delete-confirm") as confirm_row:
+            confirm_text = gr.Markdown()
+            confirm = gr.Button("Delete for good", variant="stop", scale=0, min_width=150)
+            cancel = gr.Button("Keep it", scale=0, min_width=110)
+        self.summary = gr.Markdown(elem_id="session-summary")
+
+        create.click(self.create, self.new_name, [self.dropdown, self.new_name], api_name="create_session")
+        self.new_name.submit(self.create, self.new_name, [self.dropdown, self.new_name], api_visibility="private")
+        renaming = ([self.dropdown, self.rename_to], [self.dropdown, self.rename_to])
+        rename.click(self.rename, *renaming, api_name="rename_session")
+        self.rename_to.submit(self.rename, *renaming, api_visibility="private")
+        delete.click(_ask_confirm, self.dropdown, [confirm_row, confirm_text], api_visibility="private")
+        cancel.click(lambda: _confirm_hidden()[0], None, confirm_row, api_visibility="private")
+        confirm.click(self.delete, self.dropdown, [self.dropdown, confirm_row, confirm_text], api_name="delete_session")
+        self.dropdown.change(self.select, self.dropdown, self.summary, api_name="select_session")
+        return self.dropdown
+
+    def refresh_summary(self, name: str | None) -> str:
+        return _summary(self.q, name)
+
+
+def _summary(q: Quire, name: str | None) -> str:
+    if not name:
+        return "No session selected: create one above."
+    for s in q.sessions():
+        if s.name == name:
+            return " · ".join([plural(s.documents, "document"), f"~{s.tokens:,} tokens", plural(s.turns, "question")])
+    return ""
+
+
+def _ask_confirm(name: str | None):
+    if not name:
+        raise gr.Error("Pick a session to delete first.")
+    text = f"Delete **{md_escape(name)}** with its documents and questions? This cannot be undone."
+    return gr.update(visible=True), text
+
+
+def _confirm_hidden():
+    return gr.update(visible=False), ""
