@@ -48,7 +48,7 @@ class LlamaCppRuntime(Runtime):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         try:
-            import llama_cpp  # noqa: F401
+            import llama_cpp  # noqa: F401 - checks the package is there
         except ImportError as exc:
             raise RuntimeUnavailable(
                 "llama-cpp-python is not installed.", hint="Run the setup command in the README."

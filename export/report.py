@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 
 from backend.citations import parse_refs
 from quire.document import Locator
-from quire.errors import NotFound
 from storage import repo
 from storage.db import Database
 
@@ -128,10 +127,7 @@ def trim(text: str, limit: int = PASSAGE_LIMIT) -> str:
 
 
 def _session_name(db: Database, session_id: int) -> str:
-    for info in repo.list_sessions(db):
-        if info.id == session_id:
-            return info.name
-    raise NotFound(f"Session {session_id} no longer exists.", hint="List sessions with `python app.py sessions`.")
+    return repo.get_session_by_id(db, session_id).name
 
 
 def _turn(number: int, t: repo.TurnRecord, segments: dict[int, repo.SegmentRecord]) -> ReportTurn:

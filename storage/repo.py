@@ -148,6 +148,14 @@ def get_session(db: Database, name: str, *, user: str = LOCAL_USER, create: bool
     raise NotFound(f"No session named {name!r}.", hint="List sessions with `python app.py sessions`.")
 
 
+def get_session_by_id(db: Database, session_id: int) -> SessionInfo:
+    with db.read() as s:
+        ws = s.get(Workspace, session_id)
+        if ws is None:
+            raise NotFound(f"Session {session_id} no longer exists.", hint="List sessions with `python app.py sessions`.")
+        return SessionInfo(ws.id, ws.name, dict(ws.settings or {}))
+
+
 def list_sessions(db: Database, *, user: str = LOCAL_USER) -> list[SessionInfo]:
     uid = ensure_user(db, user)
     docs = (
@@ -265,7 +273,8 @@ def store_document(
             s.add(doc)
             s.flush()
             doc_id = doc.id
-            s.execute(
+            if parsed.segments:
+                s.execute(
                 SegmentRow.__table__.insert(),
                 [
                     {
@@ -280,7 +289,7 @@ def store_document(
                     }
                     for i, seg in enumerate(parsed.segments)
                 ],
-            ) if parsed.segments else None
+                )
         _link(s, session_id, doc_id, parsed.name)
         return doc_id
 
