@@ -1,0 +1,56 @@
+"""The command line end to end, in real subprocesses, on a real data directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(home, *args, check=True):
+    env = {**os.environ, "QUIRE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_ingest_ask_export_sessions(quire_home, tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Site visit\n\nThe inspector arrived at 9am.\n\nThe boiler serial number is QX-4471.\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = run(quire_home, "ingest", str(notes), str(empty), str(tmp_path / "missing.pdf"), "--session", "site")
+    assert "added" in out.stdout and "notes.md" in out.stdout
+    assert "empty.txt" in out.stderr and "empty" in out.stderr  # named, with what happened
+    assert "missing.pdf" in out.stderr
+
+    again = run(quire_home, "ingest", str(notes), "--session", "site")
+    assert "duplicate" in again.stdout
+
+    ans = run(quire_home, "ask", "--session", "site", "--context-window", "2048", "--max-answer-tokens", "48",
+              "What is the boiler serial number?")
+    assert "QX-4471" in ans.stdout
+    assert "Citations:" in ans.stdout and "notes.md" in ans.stdout
+    assert "first token" in ans.stderr
+
+    report = tmp_path / "site.md"
+    exp = run(quire_home, "export", "--session", "site", "--format", "md", "--out", str(report))
+    assert str(report) in exp.stdout
+    assert "What is the boiler serial number?" in report.read_text()
+
+    listing = run(quire_home, "sessions")
+    assert listing.stdout.startswith("site\t1 documents")
+    docs = run(quire_home, "documents", "--session", "site")
+    assert "notes.md" in docs.stdout and "8192-token window" in docs.stdout
+
+
+def test_errors_are_one_line_messages(quire_home):
+    proc = run(quire_home, "ask", "--session", "nope", "hello?", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: No session named 'nope'")
+    assert "Traceback" not in proc.stderr
+    proc = run(quire_home, "export", "--session", "nope", "--out", "x.md", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
