@@ -29,7 +29,6 @@ from storage.db import Database
 log = logging.getLogger(__name__)
 BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code")
 _loaded = False
-POOL_MIN_FILES = 3  # below this, starting worker processes costs more than it saves
 
 
 def load_extractors() -> None:
@@ -88,6 +87,8 @@ def sniff_suffix(path: Path) -> str | None:
             return suffix
     if b"%PDF-" in head:  # PDFs with junk before the header still open
         return ".pdf"
+    if head[257:262] == b"ustar":
+        return ".tar"
     return None
 
 
@@ -147,7 +148,7 @@ class Ingestor:
             progress(Progress("error" if outcome.status == "error" else "done", job.name, len(results), total, outcome.message))
 
         workers = self.settings.workers or os.cpu_count() or 1
-        if len(jobs) >= POOL_MIN_FILES and workers > 1:
+        if jobs and self.settings.workers != 1:  # in worker processes: parallel, and a crash cannot take the app down
             self._run_pool(jobs, min(workers, len(jobs)), finished, progress, cancelled)
         else:
             for job in jobs:
@@ -185,7 +186,8 @@ class Ingestor:
             if not sniffed or registry.find(Path("x" + sniffed)) is None:
                 raise UnsupportedFile(
                     name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
-                    hint="Supported: PDF, images, text and Markdown, source code, zip/tar archives of code.",
+                    hint="Supported: PDF, images, text, Markdown, CSV/TSV, JSON, HTML, e-mail (.eml), DOCX, PPTX, "
+                         "source code and zip/tar archives of code.",
                 )
             suffix = sniffed
         return Job(index, path, name, suffix, sha, password)
@@ -205,40 +207,36 @@ class Ingestor:
                               display_name=job.name, progress=progress, cancelled=cancelled)
 
     def _run_pool(self, jobs, workers, finished, progress, cancelled) -> None:
-        """Extract in worker processes; a file that crashes its worker is retried alone, then reported."""
-        crashed = self._pool_pass(jobs, workers, finished, cancelled)
-        for job in crashed:  # a crash takes the pool's other files down with it: give each its own try
-            if self._pool_pass([job], 1, finished, cancelled):
-                finished(job, IngestResult(job.name, "error", message=(
-                    f"{job.name}: the reader crashed on this file; it is probably corrupt. Re-export it and try again.")))
+        from ingest import workers as pool
 
-    def _pool_pass(self, jobs, workers, finished, cancelled) -> list[Job]:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
+        queue = pool.progress_queue()
 
-        crashed: list[Job] = []
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server process
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            pending = {pool.submit(_extract_in_worker, job, self.settings): job for job in jobs}
-            while pending:
-                if cancelled():
-                    for future, job in list(pending.items()):
-                        if future.cancel():
-                            del pending[future]
-                            finished(job, IngestResult(job.name, "cancelled", message=f"{job.name}: cancelled"))
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = pending.pop(future)
-                    exc = future.exception()
-                    if isinstance(exc, BrokenProcessPool):
-                        crashed.append(job)
-                    elif exc is not None:
-                        finished(job, IngestResult(job.name, "error", message=_describe(job.name, exc)))
-                    else:
-                        status, payload = future.result()
-                        finished(job, payload if status == "ok" else IngestResult(job.name, "error", message=payload))
-        return crashed
+        def drain() -> None:
+            while not queue.empty():
+                progress(queue.get_nowait())
+
+        def failed(job: Job, why: str) -> None:
+            if why == "timeout":
+                message = (f"{job.name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
+                           "Split the file, or raise --file-timeout-s.")
+            elif why == "crashed":
+                message = f"{job.name}: the reader crashed on this file; it is probably corrupt. Re-export it and try again."
+            else:
+                message = f"{job.name}: could not be read ({why}). Check the file and try again."
+            finished(job, IngestResult(job.name, "error", message=message))
+
+        pool.run_all(
+            [(job, self.settings, queue) for job in jobs],
+            _extract_in_worker,
+            workers=workers,
+            timeout_s=self.settings.file_timeout_s,
+            on_result=lambda item, out: finished(item[0], out[1] if out[0] == "ok" else IngestResult(item[0].name, "error", message=out[1])),
+            on_failure=lambda item, why: failed(item[0], why),
+            cancelled=cancelled,
+            on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled", message=f"{item[0].name}: cancelled")),
+            on_tick=drain,
+        )
+        drain()
 
     def _store(self, session_id: int, job: Job, parsed: ParsedDocument) -> IngestResult:
         sha = job.sha or _sha_of_parsed(parsed)
@@ -266,10 +264,12 @@ def _run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:
     return extractor(job.path, ctx)
 
 
-def _extract_in_worker(job: Job, settings: Settings) -> tuple[str, ParsedDocument | str]:
+def _extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
     """Runs in a worker process; errors come back as their user message (exceptions may not pickle)."""
+    job, settings, queue = item
     load_extractors()
-    ctx = ExtractContext(settings=settings, blobs=BlobStore(settings.blob_dir), password=job.password, display_name=job.name)
+    ctx = ExtractContext(settings=settings, blobs=BlobStore(settings.blob_dir), password=job.password,
+                         display_name=job.name, progress=queue.put)
     outcome = _guard(job.name, lambda: _run_extractor(job, ctx))
     return ("error", outcome.message) if isinstance(outcome, IngestResult) else ("ok", outcome)
 

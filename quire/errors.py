@@ -52,6 +52,10 @@ class TooLarge(IngestError):
     pass
 
 
+class Cancelled(IngestError):
+    pass
+
+
 # -- runtimes ---------------------------------------------------------------
 class BackendError(QuireError):
     """The LLM runtime could not be started or failed while answering."""

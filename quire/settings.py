@@ -61,7 +61,10 @@ class Settings:
     prefix_cache_mb: int = _opt(
         4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."
     )
-    workers: int = _opt(0, "Processes that read files in parallel during ingestion; 0 uses every core.")
+    workers: int = _opt(
+        0, "Processes that read files in parallel during ingestion; 0 uses every core; 1 reads in the app's own process."
+    )
+    file_timeout_s: int = _opt(600, "Longest time one file may take to read before it is stopped and reported, in seconds.")
     render_dpi: int = _opt(110, "Resolution of stored PDF page images, in dots per inch.")
     max_file_mb: int = _opt(512, "Largest input file accepted, in MiB.")
     code_file_kb: int = _opt(1024, "Largest source file taken from a codebase, in KiB (bigger ones are listed as skipped).")
