@@ -27,7 +27,7 @@ from ingest.archive import ArchiveLimits, ArchiveReader
 from ingest.base import ExtractContext, Progress, registry
 from ingest.text import count_many, decode_bytes, read_text, split_lines
 from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import Cancelled, EmptyFile, IngestError, TooLarge
+from quire.errors import Cancelled, EmptyFile, TooLarge
 
 CHUNK_LINES = 60
 CHUNK_CHARS = 4000  # about 1,000 tokens of code
