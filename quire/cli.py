@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")
     p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
     p.add_argument("--session", required=True, help="Session name.")
+    p.add_argument("--exact", action="store_true", help="Count with the runtime's own tokenizer (loads the model).")
     return parser
 
 
@@ -174,11 +175,14 @@ def cmd_documents(settings: Settings, args) -> int:
     from quire.api import Quire
 
     with Quire(settings) as q:
-        budget = q.budget(args.session)
+        budget = q.budget(args.session, exact=args.exact)
         docs = q.documents(args.session)
-    for d in docs:
-        print(f"{d.id}\t{d.kind}\t{d.name}\t{d.pages or ''}\t~{d.tokens} tokens")
-    print(f"total ~{budget.total} tokens of a {budget.window}-token window "
+    approx = "" if args.exact else "~"
+    for d, (_, tokens) in zip(docs, budget.documents):
+        layers = {p.get("text_layer") for p in d.meta.get("pages", []) if isinstance(p, dict)} - {None}
+        extra = f"\t{d.pages} pages ({'/'.join(sorted(layers))})" if d.pages else ""
+        print(f"{d.id}\t{d.kind}\t{d.name}{extra}\t{approx}{tokens} tokens")
+    print(f"total {approx}{budget.total} tokens of a {budget.window}-token window "
           f"({budget.answer_reserve} kept for the answer): {'fits' if budget.fits else 'too big: focus will narrow it'}")
     return 0
 
