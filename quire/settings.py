@@ -65,6 +65,9 @@ class Settings:
         0, "Processes that read files in parallel during ingestion; 0 uses every core; 1 reads in the app's own process."
     )
     file_timeout_s: int = _opt(600, "Longest time one file may take to read before it is stopped and reported, in seconds.")
+    ocr: bool = _opt(True, "Read scanned pages and images with OCR (about 7 s a page on a CPU).")
+    max_pdf_pages: int = _opt(5000, "Most pages read from one PDF; longer ones are refused with a message.")
+    max_image_megapixels: int = _opt(100, "Largest image accepted, in megapixels (bigger ones are refused before decoding).")
     render_dpi: int = _opt(110, "Resolution of stored PDF page images, in dots per inch.")
     max_file_mb: int = _opt(512, "Largest input file accepted, in MiB.")
     code_file_kb: int = _opt(1024, "Largest source file taken from a codebase, in KiB (bigger ones are listed as skipped).")

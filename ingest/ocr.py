@@ -1,0 +1,192 @@
+"""Optical character recognition behind one small seam, and the layout helpers it shares with PDFs.
+
+The engine is RapidOCR (``rapidocr-onnxruntime``: PP-OCRv4 detection and
+recognition as ONNX models shipped inside the wheel, so nothing is downloaded
+at run time). It is created on first use, once per process; when the package
+is missing, :func:`engine` returns ``None`` and callers ingest without OCR.
+
+The layout helpers turn boxes of text (native PDF blocks or OCR lines) into
+paragraph-size pieces in reading order: columns left to right, top to bottom
+inside a column, with anything spanning the columns read where it stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from statistics import median
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+MIN_SCORE = 0.5  # recognition confidence below which a line is dropped
+MAX_CHARS = 1500  # paragraph pieces grow to about this many characters (~350 tokens)
+WIDE = 0.55  # a box at least this share of the text width spans the columns
+SCRAP = 60  # pieces shorter than this many characters are merged with close neighbours
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    text: str
+    box: Box  # x0, y0, x1, y1 in pixels of the image that was read
+    score: float
+
+
+class OcrEngine:
+    """RapidOCR with the settings Quire needs; ``read`` is safe to call from several threads."""
+
+    name = "rapidocr-onnxruntime"
+
+    def __init__(self, threads: int = 0) -> None:
+        from rapidocr_onnxruntime import RapidOCR  # heavy import (onnxruntime, OpenCV): only here
+
+        opts: dict[str, Any] = {"use_cls": True, "text_score": MIN_SCORE}
+        if threads > 0:
+            opts.update(intra_op_num_threads=threads, inter_op_num_threads=1)
+        self._ocr = RapidOCR(**opts)
+        self._lock = threading.Lock()
+
+    def read(self, image) -> list[OcrLine]:
+        """Text lines of ``image`` (a numpy array: grey HxW or BGR HxWx3, uint8), top to bottom."""
+        with self._lock:
+            result, _ = self._ocr(image)
+        lines = []
+        for points, text, score in result or []:
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            text = str(text).strip()
+            if text and float(score) >= MIN_SCORE:
+                lines.append(OcrLine(text, (min(xs), min(ys), max(xs), max(ys)), float(score)))
+        return lines
+
+
+_engine: OcrEngine | None = None
+_missing = False
+_create_lock = threading.Lock()
+
+
+def engine(threads: int = 0) -> OcrEngine | None:
+    """The process's OCR engine, created on first call; ``None`` when the package is not installed."""
+    global _engine, _missing
+    with _create_lock:
+        if _engine is None and not _missing:
+            try:
+                _engine = OcrEngine(threads)
+            except ImportError as exc:
+                _missing = True
+                log.warning("OCR unavailable (%s): scanned pages and images are kept as images only", exc)
+    return _engine
+
+
+MISSING_WARNING = "OCR is not installed (pip install rapidocr-onnxruntime): {what} kept as an image only."
+OFF_WARNING = "OCR is turned off: {what} kept as an image only."
+
+
+def for_settings(settings) -> tuple[OcrEngine | None, str]:
+    """The engine to use under ``settings`` (``settings.ocr`` False turns it off), or None and why not."""
+    if not getattr(settings, "ocr", True):
+        return None, OFF_WARNING
+    found = engine(settings.threads)
+    return found, "" if found else MISSING_WARNING
+
+
+# -- layout: shared by native PDF text and OCR lines ----------------------------
+@dataclass
+class Piece:
+    """A box of text on a page or image; ``line_height`` tells how far apart its lines are."""
+
+    box: Box
+    text: str
+    line_height: float
+    meta: dict[str, Any] = field(default_factory=dict)  # non-empty pieces (tables, forms) are never merged
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+
+def from_lines(lines: Iterable[OcrLine], scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> list[Piece]:
+    """OCR lines as pieces, with boxes scaled (pixels to points) and shifted."""
+    ox, oy = offset
+    out = []
+    for line in lines:
+        x0, y0, x1, y1 = (v * scale for v in line.box)
+        out.append(Piece((x0 + ox, y0 + oy, x1 + ox, y1 + oy), line.text, y1 - y0, {"ocr": True}))
+    return out
+
+
+def reading_order(pieces: list[Piece]) -> list[Piece]:
+    """Pieces in reading order: bands between column-spanning pieces, each band column by column."""
+    if len(pieces) < 2:
+        return list(pieces)
+    left = min(p.box[0] for p in pieces)
+    right = max(p.box[2] for p in pieces)
+    wide = WIDE * (right - left)
+    ordered: list[Piece] = []
+    band: list[Piece] = []
+    for piece in sorted(pieces, key=lambda p: (round(p.box[1], 1), p.box[0])):
+        if piece.width >= wide:
+            ordered += _columns(band)
+            band = []
+            ordered.append(piece)
+        else:
+            band.append(piece)
+    return ordered + _columns(band)
+
+
+def _columns(band: list[Piece]) -> list[Piece]:
+    """Group a band's pieces into columns of overlapping x-ranges, read left to right."""
+    columns: list[list[Piece]] = []
+    reach = float("-inf")
+    for piece in sorted(band, key=lambda p: p.box[0]):
+        if columns and piece.box[0] < reach - 2:
+            columns[-1].append(piece)
+            reach = max(reach, piece.box[2])
+        else:
+            columns.append([piece])
+            reach = piece.box[2]
+    return [p for column in columns for p in sorted(column, key=lambda p: (p.box[1], p.box[0]))]
+
+
+def paragraphs(pieces: list[Piece], max_chars: int = MAX_CHARS, join: str = "\n") -> list[Piece]:
+    """Merge neighbours (already in reading order) that sit one line apart into paragraph-size pieces."""
+    out: list[Piece] = []
+    for piece in pieces:
+        last = out[-1] if out else None
+        if last is not None and _continues(last, piece, max_chars):
+            out[-1] = replace(last, box=_union(last.box, piece.box), text=last.text + join + piece.text,
+                              line_height=max(last.line_height, piece.line_height))
+        else:
+            out.append(piece)
+    return out
+
+
+def _continues(last: Piece, piece: Piece, max_chars: int) -> bool:
+    if last.meta.get("table") or piece.meta.get("table") or last.meta.get("form") or piece.meta.get("form"):
+        return False
+    if len(last.text) + len(piece.text) > max_chars:
+        return False
+    height = min(last.line_height, piece.line_height) or 1.0
+    gap = piece.box[1] - last.box[3]
+    overlap = min(last.box[2], piece.box[2]) - max(last.box[0], piece.box[0])
+    if -0.5 * height <= gap <= 0.8 * height and overlap > 0:
+        return True
+    # scraps (figure labels, table cells, headers) close together read better as one piece
+    apart = max(0.0, gap, last.box[1] - piece.box[3])
+    return len(last.text) < SCRAP * 4 and len(piece.text) < SCRAP and apart < 2 * height
+
+
+def _union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def ocr_pieces(lines: list[OcrLine], scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> list[Piece]:
+    """OCR lines to paragraph pieces in reading order (boxes scaled by ``scale``, then shifted)."""
+    pieces = from_lines(lines, scale, offset)
+    if pieces:
+        typical = median(p.line_height for p in pieces)
+        for p in pieces:  # one line height per page keeps paragraph gaps comparable
+            p.line_height = typical
+    return paragraphs(reading_order(pieces), join=" ")

@@ -1,0 +1,420 @@
+"""PDFs: paragraph-size text segments with page boxes, a rendered image per page, OCR for scans.
+
+Coordinates. Every ``Locator.bbox`` is in PDF points in the space PyMuPDF's
+``page.get_text``, ``page.search_for`` and ``page.add_highlight_annot`` use:
+the page as displayed (``/Rotate`` applied), origin at the top left of
+``page.rect``, y growing downwards. The stored page image is rendered in the
+same orientation, so a box maps onto it by scaling with
+``image width / meta["pages"][n]["width"]``.
+
+Per page, ``meta["pages"]`` records the rendered image and thumbnail blobs,
+the page size in points and where its text came from (``native``, ``ocr`` or
+``none``). Pages without a usable text layer (scans) also get an image
+segment after their OCR text, so runtimes that see images see them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import stringprep
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymupdf
+
+from ingest import ocr
+from ingest.base import ExtractContext, Progress, registry
+from ingest.ocr import Piece, paragraphs, reading_order
+from quire.document import Locator, ParsedDocument, Segment
+from quire.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
+
+MAX_PAGES = 5000  # default of Settings.max_pdf_pages
+MAX_RENDER_PIXELS = 12_000_000  # a stored page image never has more pixels than this (huge pages downsampled)
+THUMB_WIDTH = 160  # pixels, at most
+OCR_DPI = 240  # measured on a scan: word recall 0.75 at 150 dpi, 0.81 at 200, 0.93 at 240, for ~2x the time
+OCR_MAX_SIDE = 2700  # pixels: bounds OCR time and memory per page
+MIN_TEXT_CHARS = 16  # fewer visible characters than this on a page with images: treat it as a scan
+MAX_BAD_SHARE = 0.3  # share of unmapped glyphs (U+FFFD, private use) above which a text layer is garbage
+BLOCK_SPLIT_CHARS = 2500  # a single text block longer than this is cut at line boundaries
+TABLE_MIN_RULES = 3  # horizontal and vertical rules a page needs before find_tables() runs
+TABLE_MAX_PATHS = 5000  # pages with more vector paths than this are drawings, not tables
+PageError = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
+
+
+@registry.register(".pdf")
+def extract_pdf(path: Path, ctx: ExtractContext) -> ParsedDocument:
+    name = ctx.display_name or path.name
+    _quiet()
+    doc = open_pdf(path, name, ctx.password, max_pages=ctx.settings.max_pdf_pages)
+    try:
+        return _read(doc, name, ctx)
+    finally:
+        doc.close()
+
+
+# -- opening -----------------------------------------------------------------
+def _quiet() -> None:
+    """Keep MuPDF's messages off stderr; they are collected with ``mupdf_warnings()`` instead."""
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+
+
+def open_pdf(path: Path, name: str, password: str | None = None, max_pages: int = MAX_PAGES) -> pymupdf.Document:
+    """Open, repair if MuPDF can, and authenticate; raise the matching IngestError otherwise."""
+    if path.stat().st_size == 0:
+        raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")
+    pymupdf.TOOLS.mupdf_warnings(reset=True)
+    try:
+        doc = pymupdf.open(path, filetype="pdf")
+    except (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase) as exc:
+        raise _corrupt(name) from exc
+    if doc.needs_pass:
+        _authenticate(doc, name, password)
+    if doc.page_count == 0:
+        doc = _recover_pages(doc)
+        if doc.page_count == 0:
+            doc.close()
+            raise _corrupt(name, "has no pages that can be recovered.")
+    if doc.page_count > max_pages:
+        count = doc.page_count
+        doc.close()
+        raise TooLarge(name, f"has {count:,} pages, over the {max_pages:,}-page limit.",
+                       hint="Split it into parts, or raise --max-pdf-pages.")
+    return doc
+
+
+def _corrupt(name: str, what: str = "cannot be read as a PDF.") -> CorruptFile:
+    return CorruptFile(name, what, hint="The file is damaged: re-export it from its source or repair it "
+                                        "(e.g. qpdf or a PDF printer), then add it again.")
+
+
+def _authenticate(doc: pymupdf.Document, name: str, password: str | None) -> None:
+    if not password:
+        doc.close()
+        raise EncryptedPdf(name, "is password-protected.",
+                           hint="Give its password (--password, or the password field when adding it).")
+    for candidate in password_variants(password):
+        if doc.authenticate(candidate):
+            return
+    doc.close()
+    raise WrongPassword(name, "could not be opened with the password given.",
+                        hint="Check the password (it is case-sensitive) and add the file again.")
+
+
+def password_variants(password: str) -> list[str]:
+    """The password as given, then SASLprep-normalised (AES-256 R6 needs it), then NFKC alone."""
+    prepped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
+    out = []
+    for candidate in (password, unicodedata.normalize("NFKC", prepped), unicodedata.normalize("NFKC", password)):
+        if candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def _recover_pages(doc: pymupdf.Document) -> pymupdf.Document:
+    """A document whose page tree is lost may still hold page objects: hang them on a new tree."""
+    kids = []
+    for xref in range(1, doc.xref_length()):
+        try:
+            if doc.xref_get_key(xref, "Type") == ("name", "/Page"):
+                kids.append(xref)
+        except PageError:
+            continue
+    root = doc.pdf_catalog()
+    if not kids or root <= 0:
+        return doc
+    try:
+        tree = doc.get_new_xref()
+        doc.update_object(tree, "<</Type/Pages/Count %d/Kids[%s]>>" % (len(kids), " ".join(f"{k} 0 R" for k in kids)))
+        for kid in kids:
+            doc.xref_set_key(kid, "Parent", f"{tree} 0 R")
+        doc.xref_set_key(root, "Pages", f"{tree} 0 R")
+        rebuilt = pymupdf.open("pdf", doc.tobytes())
+    except PageError:
+        return doc
+    doc.close()
+    rebuilt.is_recovered = True
+    return rebuilt
+
+
+# -- the document -----------------------------------------------------------------
+@dataclass
+class PageResult:
+    segments: list[Segment]
+    info: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext) -> ParsedDocument:
+    total = doc.page_count
+    engine, why_not = ocr.for_settings(ctx.settings)
+    segments: list[Segment] = []
+    pages: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for index in range(total):
+        if ctx.cancelled():
+            raise Cancelled(name, "was cancelled before it was read completely.", hint="Add it again to read it.")
+        result = _page(doc, index, ctx, engine)
+        segments += result.segments
+        pages.append(result.info)
+        warnings += result.warnings
+        ctx.progress(Progress("page", name, index + 1, total))
+    if engine is None and any(p["text_layer"] == "none" and p.get("needs_ocr") for p in pages):
+        warnings.append(why_not.format(what="each page without a text layer was"))
+    for p in pages:
+        p.pop("needs_ocr", None)
+    notes = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    meta: dict[str, Any] = {"pages": pages, "text_layer": _summary(pages)}
+    if doc.is_repaired or getattr(doc, "is_recovered", False):
+        meta["repaired"] = True
+        warnings.insert(0, "The file was damaged; MuPDF repaired it. Check the page images against the text.")
+    if notes:
+        meta["mupdf"] = notes[:2000]
+    if warnings:
+        meta["warnings"] = warnings
+    info = {k: v for k, v in (doc.metadata or {}).items() if v and k in ("title", "author", "subject")}
+    if info:
+        meta["info"] = info
+    return ParsedDocument(name=name, kind="pdf", segments=segments, pages=total, meta=meta)
+
+
+def _summary(pages: list[dict[str, Any]]) -> str:
+    layers = {p["text_layer"] for p in pages}
+    return layers.pop() if len(layers) == 1 else "mixed"
+
+
+# -- one page -----------------------------------------------------------------------
+def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.OcrEngine | None) -> PageResult:
+    number = index + 1
+    try:
+        page = doc[index]
+        rect = page.rect
+        info = {"page": number, "width": round(rect.width, 2), "height": round(rect.height, 2)}
+        info.update(_render(page, ctx))
+        size = info.pop("pixels")
+        pieces = native_pieces(page)
+        quality = text_quality(pieces)
+        if quality == "good" or (quality == "short" and not page.get_images()):
+            info["text_layer"] = "native"
+            pieces = _with_tables(page, pieces) + _form(page)
+            return PageResult(_segments(paragraphs(reading_order(pieces)), number, ctx), info)
+        return _scanned(page, info, pieces, ctx, engine, size)
+    except PageError as exc:
+        info = {"page": number, "width": 0, "height": 0, "text_layer": "none"}
+        return PageResult([], info, [f"page {number} could not be read ({exc}); it was left out."])
+
+
+def _scanned(page, info, pieces, ctx, engine, size: tuple[int, int]) -> PageResult:
+    """A page without a usable text layer: OCR it (when the engine is there) and add its image."""
+    number = page.number + 1
+    if not pieces and not page.get_images() and not page.get_cdrawings():
+        info["text_layer"] = "none"  # a blank page: nothing to read, nothing to show a vision model
+        return PageResult([], info)
+    found = _ocr(page, engine) if engine is not None else None
+    if found == [] and not pieces and _blank_render(info["thumb"], ctx):
+        info["text_layer"] = "none"
+        return PageResult([], info)
+    info["text_layer"] = "ocr" if found else "none"
+    info["needs_ocr"] = engine is None
+    fallback = paragraphs(reading_order(pieces)) if text_quality(pieces) != "garbage" else []
+    segments = _segments(found or fallback, number, ctx)
+    caption = f"[page {number} image]"
+    segments.append(Segment("image", caption, Locator(page=number), tokens=ctx.count_tokens(caption),
+                            image_sha=info["image"], meta={"scan": True, "width": size[0], "height": size[1]}))
+    return PageResult(segments, info)
+
+
+def _ocr(page: pymupdf.Page, engine: ocr.OcrEngine) -> list[Piece]:
+    pix, zoom = _pixmap(page, OCR_DPI, OCR_MAX_SIDE**2, gray=True, max_side=OCR_MAX_SIDE)
+    lines = engine.read(_array(pix))
+    del pix
+    found = ocr.ocr_pieces(lines, scale=1 / zoom, offset=(page.rect.x0, page.rect.y0))
+    return [_clip(p, page.rect) for p in found]
+
+
+def _blank_render(thumb: str, ctx: ExtractContext) -> bool:
+    """Whether the page's thumbnail is one flat colour (white paper with nothing on it)."""
+    pix = pymupdf.Pixmap(ctx.blobs.read(thumb))
+    samples = pix.samples
+    return samples.count(samples[:1]) == len(samples)
+
+
+def _segments(pieces: list[Piece], number: int, ctx: ExtractContext) -> list[Segment]:
+    out = []
+    for piece in pieces:
+        text = _clean(piece.text).strip()
+        if text:
+            box = tuple(round(v, 2) for v in piece.box)
+            out.append(Segment("text", text, Locator(page=number, bbox=box), tokens=ctx.count_tokens(text),
+                               meta=dict(piece.meta)))
+    return out
+
+
+def _clip(piece: Piece, rect: pymupdf.Rect) -> Piece:
+    r = pymupdf.Rect(piece.box) & rect
+    piece.box = (r.x0, r.y0, r.x1, r.y1)
+    return piece
+
+
+# -- native text ------------------------------------------------------------------------
+def native_pieces(page: pymupdf.Page) -> list[Piece]:
+    """The page's text blocks (long ones cut at line boundaries), boxes in displayed page space."""
+    flags = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_DEHYPHENATE
+    pieces: list[Piece] = []
+    for block in page.get_text("dict", flags=flags, clip=page.rect)["blocks"]:
+        lines = [(tuple(line["bbox"]), "".join(span["text"] for span in line["spans"]).strip())
+                 for line in block.get("lines", [])]
+        lines = [(box, text) for box, text in lines if text]
+        if lines:
+            pieces += _block_pieces(lines)
+    return pieces
+
+
+def _block_pieces(lines: list[tuple[tuple, str]]) -> list[Piece]:
+    heights = sorted(box[3] - box[1] for box, _ in lines)
+    height = heights[len(heights) // 2]
+    out: list[Piece] = []
+    box, texts = None, []
+    for line_box, text in lines:
+        if texts and sum(len(t) for t in texts) + len(text) > BLOCK_SPLIT_CHARS:
+            out.append(Piece(box, _join(texts), height))
+            box, texts = None, []
+        box = line_box if box is None else (min(box[0], line_box[0]), min(box[1], line_box[1]),
+                                            max(box[2], line_box[2]), max(box[3], line_box[3]))
+        texts.append(text)
+    out.append(Piece(box, _join(texts), height))
+    return out
+
+
+def _join(texts: list[str]) -> str:
+    """Lines of one block: joined with spaces (a block is a paragraph), but keep line breaks of short lines."""
+    return " ".join(texts) if len(texts) < 2 or sum(map(len, texts)) / len(texts) > 40 else "\n".join(texts)
+
+
+def _visible_chars(pieces: list[Piece]) -> int:
+    return sum(len(p.text) - p.text.count(" ") - p.text.count("\n") for p in pieces)
+
+
+def text_quality(pieces: list[Piece]) -> str:
+    """``good``; ``short`` (a few clean characters); ``garbage`` (mostly glyphs without Unicode); ``none``."""
+    visible = _visible_chars(pieces)
+    if not visible:
+        return "none"
+    bad = sum(1 for p in pieces for c in p.text if c == "\ufffd" or unicodedata.category(c) in ("Co", "Cc", "Cn")
+              and c not in "\n\t")
+    if bad / visible > MAX_BAD_SHARE:
+        return "garbage"
+    return "good" if visible >= MIN_TEXT_CHARS else "short"
+
+
+def _clean(text: str) -> str:
+    """Drop control characters (NULs from broken fonts) but keep line breaks and tabs."""
+    return _CONTROL.sub("", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+
+
+# -- tables and forms ---------------------------------------------------------------------
+def _with_tables(page: pymupdf.Page, pieces: list[Piece]) -> list[Piece]:
+    """Tables as Markdown pieces; text blocks inside a table's box are dropped (the table has them)."""
+    if page.rotation or not _looks_tabular(page):
+        return pieces
+    try:
+        found = page.find_tables(use_layout=False).tables  # the layout model costs ~0.3 s a page
+    except PageError:
+        return pieces
+    tables = []
+    for table in found:
+        if table.row_count < 2 or table.col_count < 2:
+            continue
+        markdown = table.to_markdown(clean=False).strip()
+        if markdown:
+            tables.append(Piece(tuple(table.bbox), markdown, 10.0, {"table": True}))
+    if not tables:
+        return pieces
+    areas = [pymupdf.Rect(t.box) for t in tables]
+    kept = [p for p in pieces if not any(_center(p.box) in area for area in areas)]
+    return kept + tables
+
+
+def _center(box) -> pymupdf.Point:
+    return pymupdf.Point((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _looks_tabular(page: pymupdf.Page) -> bool:
+    """Cheap test before find_tables(): a grid of rules, or several cell outlines, among the vector paths."""
+    paths = page.get_cdrawings()
+    if len(paths) > TABLE_MAX_PATHS:
+        return False
+    across = down = cells = 0
+    area = page.rect
+    for path in paths:
+        if not area.contains(pymupdf.Rect(path.get("rect") or (0, 0, 0, 0))):
+            continue  # crop marks and other print furniture outside the page
+        for item in path.get("items", ()):
+            if item[0] == "l":
+                (x0, y0), (x1, y1) = item[1], item[2]
+                across += abs(y1 - y0) < 1 and abs(x1 - x0) > 10
+                down += abs(x1 - x0) < 1 and abs(y1 - y0) > 6
+            elif item[0] == "re":
+                r = pymupdf.Rect(item[1])
+                across += r.height < 2 and r.width > 10
+                down += r.width < 2 and r.height > 6
+                cells += 2 <= r.height < 100 and 10 < r.width < page.rect.width * 0.6
+        if (across >= TABLE_MIN_RULES and down >= TABLE_MIN_RULES) or cells >= 2 * TABLE_MIN_RULES:
+            return True
+    return False
+
+
+def _form(page: pymupdf.Page) -> list[Piece]:
+    """Filled form fields as one piece of ``Field: value`` lines, boxed around the widgets."""
+    lines, box = [], None
+    for widget in page.widgets() or ():
+        value = widget.field_value
+        if value in (None, "", False, "Off") or (isinstance(value, str) and not value.strip()):
+            continue
+        label = (widget.field_label or widget.field_name or "field").strip()
+        lines.append(f"{label}: {value}")
+        r = widget.rect & page.rect
+        box = r if box is None else box | r
+    if not lines or box is None or box.is_empty:
+        return []
+    return [Piece((box.x0, box.y0, box.x1, box.y1), "\n".join(lines), 10.0, {"form": True})]
+
+
+# -- rendering ------------------------------------------------------------------------------
+def _pixmap(page: pymupdf.Page, dpi: int, max_pixels: int, *, gray: bool = False,
+            max_side: int | None = None) -> tuple[pymupdf.Pixmap, float]:
+    """Render at ``dpi``, scaled down so the image stays within the limits; returns (pixmap, zoom)."""
+    rect = page.rect
+    zoom = dpi / 72
+    pixels = rect.width * zoom * rect.height * zoom
+    if pixels > max_pixels:
+        zoom *= math.sqrt(max_pixels / pixels)
+    if max_side and max(rect.width, rect.height) * zoom > max_side:
+        zoom = max_side / max(rect.width, rect.height)
+    colorspace = pymupdf.csGRAY if gray else pymupdf.csRGB
+    return page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=colorspace, alpha=False), zoom
+
+
+def _render(page: pymupdf.Page, ctx: ExtractContext) -> dict[str, Any]:
+    """Store the page image and a thumbnail as PNG blobs; only one page's pixels are held at a time."""
+    pix, _ = _pixmap(page, ctx.settings.render_dpi, MAX_RENDER_PIXELS)
+    image = ctx.blobs.put(pix.tobytes("png"), suffix=".png")
+    pixels = (pix.width, pix.height)
+    factor = max(0, math.ceil(math.log2(max(pix.width / THUMB_WIDTH, 1))))
+    if factor:
+        pix.shrink(factor)
+    thumb = ctx.blobs.put(pix.tobytes("png"), suffix=".png")
+    return {"image": image, "thumb": thumb, "pixels": pixels}
+
+
+def _array(pix: pymupdf.Pixmap):
+    import numpy as np
+
+    data = np.frombuffer(pix.samples, dtype=np.uint8)
+    return data.reshape(pix.height, pix.width) if pix.n == 1 else data.reshape(pix.height, pix.width, pix.n)[..., ::-1]
