@@ -44,13 +44,13 @@ def peak_mb() -> float:
 
 
 # -- methods, each run inside a child process -------------------------------------------------
-def run_quire_pdfs(paths: list[str]) -> dict:
+def run_quire_pdfs(paths: list[str], ocr: bool = True) -> dict:
     from quire.api import Quire
     from quire.settings import Settings
 
     home = tempfile.mkdtemp(prefix="qbench-")
     t = time.perf_counter()
-    with Quire(Settings(home=Path(home))) as q:
+    with Quire(Settings(home=Path(home), ocr=ocr)) as q:
         results = q.ingest("bench", paths)
     elapsed = time.perf_counter() - t
     pages = sum(r.pages for r in results if r.ok)
@@ -139,6 +139,7 @@ def child(method: str, arg: str) -> None:
     args = json.loads(arg)
     fn = {
         "quire-pdf": lambda: run_quire_pdfs(args),
+        "quire-pdf-no-ocr": lambda: run_quire_pdfs(args, ocr=False),
         "pymupdf4llm-layout": lambda: run_pymupdf4llm(args, True),
         "pymupdf4llm-rules": lambda: run_pymupdf4llm(args, False),
         "quire-code": lambda: run_quire_code(args),
@@ -179,16 +180,17 @@ def bench_pdfs(long: bool) -> None:
     paths = [str(p) for p in corpus_pdfs(long)]
     print(f"pdf_files={len(paths)}")
     rows = {}
-    for method in ("quire-pdf", "pymupdf4llm-rules", "pymupdf4llm-layout"):
+    for method in ("quire-pdf-no-ocr", "quire-pdf", "pymupdf4llm-rules", "pymupdf4llm-layout"):
         r = measure(method, paths)
         if r:
             r["pages_per_s"] = r["pages"] / r["seconds"]
             rows[method] = r
             print(f"{method}_pages={r['pages']} {method}_pages_per_s={r['pages_per_s']:.2f} {method}_peak_mb={r['peak_mb']:.0f} errors={len(r['errors'])}")
+    for ours in ("quire-pdf-no-ocr", "quire-pdf"):
+        for base in ("pymupdf4llm-rules", "pymupdf4llm-layout"):
+            if ours in rows and base in rows:
+                print(f"pdf_speedup_{ours}_vs_{base}={rows[ours]['pages_per_s'] / rows[base]['pages_per_s']:.2f}")
     q = rows.get("quire-pdf")
-    for base in ("pymupdf4llm-rules", "pymupdf4llm-layout"):
-        if q and base in rows:
-            print(f"pdf_speedup_vs_{base}={q['pages_per_s'] / rows[base]['pages_per_s']:.2f}")
     if q and q["errors"]:
         print("# quire refused: " + "; ".join(q["errors"]))
 

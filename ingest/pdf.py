@@ -402,15 +402,26 @@ def _pixmap(page: pymupdf.Page, dpi: int, max_pixels: int, *, gray: bool = False
 
 
 def _render(page: pymupdf.Page, ctx: ExtractContext) -> dict[str, Any]:
-    """Store the page image and a thumbnail as PNG blobs; only one page's pixels are held at a time."""
+    """Store the page image and a thumbnail as JPEG blobs; only one page's pixels are held at a time.
+
+    Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller.
+    """
+    from PIL import Image
+
     pix, _ = _pixmap(page, ctx.settings.render_dpi, MAX_RENDER_PIXELS)
-    image = ctx.blobs.put(pix.tobytes("png"), suffix=".png")
-    pixels = (pix.width, pix.height)
-    factor = max(0, math.ceil(math.log2(max(pix.width / THUMB_WIDTH, 1))))
-    if factor:
-        pix.shrink(factor)
-    thumb = ctx.blobs.put(pix.tobytes("png"), suffix=".png")
-    return {"image": image, "thumb": thumb, "pixels": pixels}
+    picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+    image = ctx.blobs.put(_jpeg(picture), suffix=".jpg")
+    factor = 2 ** max(0, math.ceil(math.log2(max(pix.width / THUMB_WIDTH, 1))))
+    thumb = ctx.blobs.put(_jpeg(picture.reduce(factor) if factor > 1 else picture), suffix=".jpg")
+    return {"image": image, "thumb": thumb, "pixels": (pix.width, pix.height)}
+
+
+def _jpeg(picture, quality: int = 85) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _array(pix: pymupdf.Pixmap):

@@ -56,7 +56,7 @@ def test_text_blocks_carry_boxes_that_search_for_agrees_with(corpus, ctx, blobs)
         assert any(pymupdf.Rect(seg.locator.bbox).intersects(hit) for hit in hits), word
     for info in doc.meta["pages"]:
         assert info["text_layer"] == "native" and info["width"] > 0 and info["height"] > 0
-        assert blobs.read(info["image"]).startswith(b"\x89PNG") and blobs.find(info["thumb"])
+        assert blobs.read(info["image"]).startswith(b"\xff\xd8\xff") and blobs.find(info["thumb"])
 
 
 def test_segments_are_paragraph_sized(corpus, ctx):
