@@ -120,6 +120,12 @@ class Quire:
         repo.rename_session(self.db, info.id, new_name)
         return self.session(new_name, create=False)
 
+    def set_session_settings(self, name: str, **values: Any) -> repo.SessionInfo:
+        """Per-session settings (e.g. the strategy), kept with the session across restarts."""
+        info = self.session(name, create=False)
+        repo.update_session_settings(self.db, info.id, values)
+        return self.session(name, create=False)
+
     def delete_session(self, name: str) -> None:
         info = self.session(name, create=False)
         repo.delete_session(self.db, info.id)

@@ -367,13 +367,24 @@ def test_chat_handlers_open_a_citation_and_reload_history(settings):
                                [citation])
         repo.save_turn(q.db, q.session("s").id, turn)
         tab = ChatTab(q)
-        messages, rows, citations, info, pick, *viewer = tab.load("s")
+        messages, rows, citations, info, pick, *viewer, strategy = tab.load("s")
         title, image, code = tab.open_citation(citations, 0)
     assert [m["role"] for m in messages] == ["user", "assistant"] and "Thirty" in messages[1]["content"]
     assert rows[0][:4] == ["S1", "contract.pdf", "p.1", "✓ verified"] and "full" in info
     assert pick["choices"] == [("S1 · contract.pdf · p.1", 0)] and viewer[0].startswith("Select a citation")
     assert "contract.pdf" in title and image["visible"] and image["value"].width > 500
     assert code["value"] == PDF_CLAUSE and code["label"] == "Text of the cited region"
+    assert strategy == "auto"
+
+
+def test_strategy_choice_is_kept_with_the_session(settings):
+    with Quire(settings) as q:
+        q.session("s")
+        q.set_session_settings("s", strategy="focus")
+    with Quire(settings) as q:  # as after a restart
+        from ui.chat import ChatTab
+
+        assert ChatTab(q).load("s")[-1] == "focus"
 
 
 def test_progress_reporter_spreads_pages_over_the_batch():

@@ -7,7 +7,8 @@ import time
 import gradio as gr
 
 from backend.base import Delta
-from quire.api import Answer, Quire
+from backend.sweep import Status
+from quire.api import STRATEGIES, Answer, Quire
 from quire.errors import QuireError
 from storage.repo import CitationRecord, TurnRecord
 from ui import render
@@ -33,9 +34,18 @@ class ChatTab:
             return []
 
     def load(self, session: str | None):
-        """The session's stored conversation; citations of its last answer."""
+        """The session's stored conversation, its strategy setting; citations of its last answer."""
         turns = self._turns(session)
-        return (render.history(turns), *self._turn_outputs(turns[-1] if turns else None), *_viewer_cleared())
+        strategy = self._session_strategy(session)
+        return (render.history(turns), *self._turn_outputs(turns[-1] if turns else None), *_viewer_cleared(), strategy)
+
+    def _session_strategy(self, session: str | None) -> str:
+        if not session:
+            return "auto"
+        try:
+            return self.q.session(session, create=False).settings.get("strategy", "auto")
+        except QuireError:
+            return "auto"
 
     def _turn_outputs(self, turn: TurnRecord | None):
         if turn is None:
@@ -48,21 +58,27 @@ class ChatTab:
         return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors
-    def ask(self, session: str, question: str):
+    def ask(self, session: str, question: str, strategy: str = "auto"):
         """Stream the answer into the chat; the final update adds its citations."""
         if not session:
             raise gr.Error("Pick or create a session first.")
         question = (question or "").strip()
         if not question:
             raise gr.Error("Type a question first.")
+        strategy = strategy if strategy in STRATEGIES else "auto"
+        if strategy != self._session_strategy(session):
+            self.q.set_session_settings(session, strategy=strategy)
         messages = render.history(self._turns(session))
         messages += [render.user_message(question), {"role": "assistant", "content": "_Reading the documents…_"}]
         skip = (gr.skip(),) * 4
         yield messages, "", *skip
         parts: list[str] = []
         last = 0.0
-        for event in self.q.ask(session, question):
-            if isinstance(event, Delta):
+        for event in self.q.ask(session, question, strategy=strategy):
+            if isinstance(event, Status) and not parts:
+                messages[-1] = {"role": "assistant", "content": f"_{render.md_escape(event.message)}…_"}
+                yield messages, gr.skip(), *skip
+            elif isinstance(event, Delta):
                 parts.append(event.text)
                 if time.monotonic() - last >= STREAM_EVERY_S:
                     last = time.monotonic()
@@ -111,6 +127,10 @@ class ChatTab:
                 with gr.Row(equal_height=True):
                     question = gr.Textbox(label="Question", placeholder="e.g. Which contract ends first, and why?",
                                           lines=1, max_lines=6, scale=5, autofocus=True)
+                    strategy = gr.Dropdown(
+                        choices=list(STRATEGIES), value="auto", label="Strategy", scale=1, min_width=110,
+                        info="auto picks full, focus or sweep",
+                    )
                     ask = gr.Button("Ask", variant="primary", scale=0, min_width=90)
                     stop = gr.Button("Stop", scale=0, min_width=80)
                 turn_info = gr.Markdown(elem_id="turn-info")
@@ -129,13 +149,15 @@ class ChatTab:
         viewer = [title, image, code]
         outputs = [chatbot, question, *turn_view]
         asked = [
-            ask.click(self.ask, [session, question], outputs, api_name="ask", concurrency_limit=1, concurrency_id="model"),
-            question.submit(self.ask, [session, question], outputs, api_visibility="private", concurrency_id="model"),
+            ask.click(self.ask, [session, question, strategy], outputs, api_name="ask", concurrency_limit=1,
+                      concurrency_id="model"),
+            question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
+                            concurrency_id="model"),
         ]
         stop.click(None, None, None, cancels=asked, api_visibility="private")
         for event in asked:
             event.then(summarize, session, summary, api_visibility="private")
-        session.change(self.load, session, [chatbot, *turn_view, *viewer], api_name="history")
+        session.change(self.load, session, [chatbot, *turn_view, *viewer, strategy], api_name="history")
         chatbot.select(self.pick_turn, session, turn_view, api_visibility="private")
         table.select(self.pick_citation_row, None, pick, api_visibility="private")
         pick.change(self.open_citation, [citations, pick], viewer, api_visibility="private")
