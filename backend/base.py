@@ -63,6 +63,13 @@ class Usage:
 Event = Delta | Usage
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
 class Runtime(abc.ABC):
     """Base class of every runtime. Subclasses set ``name`` and implement ``generate``."""
 
@@ -92,6 +99,16 @@ class Runtime(abc.ABC):
     def image_tokens(self, width: int, height: int) -> int:
         """What one image costs in this model's context (0 when images are not taken)."""
         return 0
+
+    def count_prompt(self, prompt: "Prompt") -> int:
+        """Tokens of a whole prompt as this runtime will send it (exact where the runtime can render it)."""
+        total = self.count_tokens(prompt.system) + self.template_overhead()
+        for part in prompt.parts:
+            if part.kind == "text":
+                total += self.count_tokens(part.text)
+            elif part.image_path is not None:
+                total += self.image_tokens(*_image_size(part.image_path))
+        return total
 
     def template_overhead(self) -> int:
         """Tokens the chat template adds around system and user text."""

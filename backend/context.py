@@ -117,10 +117,30 @@ def assemble(
     image_path: Callable[[str], Path | None] = lambda sha: None,
 ) -> AssembledContext:
     counter = counter or TokenCounter(runtime)
-    refs = [ref_id(i) for i in range(len(segments))]
     fixed = runtime.count_tokens(SYSTEM_PROMPT) + runtime.count_tokens("<documents>\n" + question_part(question))
     budget = max(0, runtime.context_window - max_answer_tokens - fixed - runtime.template_overhead())
     budget = int(budget * 0.98)  # a small margin for tokens merging across segment boundaries
+    for _ in range(4):
+        ctx = _select(segments, question, runtime, budget, strategy, rank, counter, image_path)
+        # Passages counted one by one can merge into a few more tokens: check the real prompt and shrink if needed.
+        over = runtime.count_prompt(ctx.prompt) + max_answer_tokens - runtime.context_window
+        if over <= 0:
+            return ctx
+        budget = max(0, budget - over - 16 - budget // 100)
+    return ctx
+
+
+def _select(
+    segments: Sequence[SegmentRecord],
+    question: str,
+    runtime: Runtime,
+    budget: int,
+    strategy: str,
+    rank: Ranker | None,
+    counter: TokenCounter,
+    image_path: Callable[[str], Path | None],
+) -> AssembledContext:
+    refs = [ref_id(i) for i in range(len(segments))]
 
     estimated = sum(max(s.tokens, 1) for s in segments)
     if estimated <= budget * 2:

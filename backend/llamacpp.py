@@ -132,6 +132,9 @@ class LlamaCppRuntime(Runtime):
         with self._lock:
             return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def count_prompt(self, prompt: Prompt) -> int:
+        return len(self.tokenize_prompt(prompt))
+
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of ``tokens`` are already in the KV cache."""
         llm = self.llm

@@ -110,9 +110,17 @@ def run_sweep(
     findings: list[str] = []
     usages: list[Usage] = []
     all_refs: dict[str, SegmentRecord] = {}
-    for n, shard in enumerate(shards, 1):
-        yield Status(f"Reading part {n} of {len(shards)}", n - 1, len(shards))
+    queue = list(shards)
+    n = 0
+    while queue:
+        shard = queue.pop(0)
         prompt, refs = map_prompt(segments, shard, question)
+        if len(shard) > 1 and runtime.count_prompt(prompt) + options.max_tokens > runtime.context_window:
+            half = len(shard) // 2  # passages merged into more tokens than counted: split this part
+            queue[:0] = [shard[:half], shard[half:]]
+            continue
+        n += 1
+        yield Status(f"Reading part {n} of {n + len(queue)}", n - 1, n + len(queue))
         text, usage = _collect(runtime.generate(prompt, options))
         usages.append(usage)
         found = findings_from(text, refs)
@@ -121,7 +129,7 @@ def run_sweep(
             for ref, _, _ in citations.parse_refs(line):
                 if ref in refs:
                     all_refs[ref] = refs[ref]
-    yield Status(f"Combining {len(findings)} findings from {len(shards)} parts", len(shards), len(shards))
+    yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
     kept, used = [], 0
@@ -143,7 +151,7 @@ def run_sweep(
         else:
             final = event
     total_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(segments))
-    notes = [f"Swept {len(shards)} parts; {len(findings)} findings" + (f", {len(findings) - len(kept)} dropped to fit the reduce pass" if len(kept) < len(findings) else "")]
+    notes = [f"Swept {n} parts; {len(findings)} findings" + (f", {len(findings) - len(kept)} dropped to fit the reduce pass" if len(kept) < len(findings) else "")]
     ctx = AssembledContext(
         prompt=prompt, refs=all_refs, strategy="sweep", tokens_total=total_tokens, tokens_used=total_tokens,
         segments_total=len(segments), segments_used=len(segments), budget=map_budget, notes=notes,
@@ -155,7 +163,17 @@ def run_sweep(
         ttft_s=sum(u.total_s for u in usages) + final.ttft_s,
         total_s=sum(u.total_s for u in usages) + final.total_s,
         finish_reason=final.finish_reason,
-        details={"shards": len(shards), "findings": len(findings)},
+        details={
+            "shards": n,
+            "findings": len(findings),
+            "map_passes": [
+                {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                 "cached_tokens": u.cached_tokens, "ttft_s": round(u.ttft_s, 4), "total_s": round(u.total_s, 4)}
+                for u in usages
+            ],
+            "reduce_pass": {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
+                            "ttft_s": round(final.ttft_s, 4), "total_s": round(final.total_s, 4)},
+        },
     )
     yield SweepResult(ctx, combined, findings, usages)
 

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
     p.add_argument("--session", required=True, help="Session name.")
     p.add_argument("--exact", action="store_true", help="Count with the runtime's own tokenizer (loads the model).")
+
+    from evals import cli as eval_cli
+
+    eval_cli.add_parser(sub, common)
     return parser
 
 
@@ -187,7 +191,14 @@ def cmd_documents(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_eval(settings: Settings, args) -> int:
+    from evals import cli as eval_cli
+
+    return eval_cli.run(settings, args)
+
+
 COMMANDS = {
+    "eval": cmd_eval,
     "serve": cmd_serve,
     "ingest": cmd_ingest,
     "ask": cmd_ask,

@@ -14,11 +14,12 @@ from quire.settings import Settings
 from ui import settings_panel
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
+from ui.evals import EvalsTab
 from ui.export import ExportTab, export_dir
 from ui.sessions import SessionBar
 
 TITLE = "Quire"
-TABS = ("chat", "documents", "export", "settings")
+TABS = ("chat", "documents", "export", "evals", "settings")
 TAGLINE = "Ask questions across whole documents, PDFs, screenshots and codebases, on your own hardware."
 
 CSS = """
@@ -47,6 +48,7 @@ def build_app(quire: Quire) -> gr.Blocks:
     documents = DocumentsTab(quire)
     chat = ChatTab(quire)
     export = ExportTab(quire)
+    evals = EvalsTab(quire)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="quire-header")
         session = sessions.build()
@@ -57,10 +59,13 @@ def build_app(quire: Quire) -> gr.Blocks:
                 documents.build(session, sessions.summary, sessions.refresh_summary)
             with gr.Tab("Export", id="export"):
                 export.build(session)
+            with gr.Tab("Evaluations", id="evals"):
+                runs = evals.build()
             with gr.Tab("Settings", id="settings"):
                 settings_panel.build(quire.settings, quire.runtime_name)
         app.load(sessions.initial, None, session, api_name="sessions")
         app.load(_tab_from_url, None, tabs, api_visibility="private")
+        app.load(evals.rows, None, runs, api_visibility="private")
     return app
 
 
