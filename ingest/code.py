@@ -26,6 +26,7 @@ import pathspec
 from ingest.archive import ArchiveLimits, ArchiveReader
 from ingest.base import ExtractContext, Progress, registry
 from ingest.text import count_many, decode_bytes, read_text, split_lines
+from ingest.tokens import estimate_sampled, estimate_tokens
 from quire.document import Locator, ParsedDocument, Segment
 from quire.errors import Cancelled, EmptyFile, TooLarge
 
@@ -433,6 +434,9 @@ def numbered_chunks(text: str) -> list[tuple[int, int, str]]:
 
 
 def count_tokens(texts: list[str], ctx: ExtractContext, name: str = "") -> list[int]:
+    _check_cancel(ctx, name)
+    if ctx.count_tokens is estimate_tokens and len(texts) >= TOKEN_BATCH // 2:
+        return estimate_sampled(texts)  # a codebase can hold millions of tokens: sample, then scale
     return count_many(texts, ctx, check=lambda: _check_cancel(ctx, name))
 
 

@@ -193,9 +193,10 @@ def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.Oc
         page = doc[index]
         rect = page.rect
         info = {"page": number, "width": round(rect.width, 2), "height": round(rect.height, 2)}
-        info.update(_render(page, ctx))
+        display = page.get_displaylist()  # the page's content, interpreted once for the render and the text
+        info.update(_render(page, ctx, display))
         size = info.pop("pixels")
-        pieces = native_pieces(page)
+        pieces = native_pieces(page, display)
         quality = text_quality(pieces)
         if quality == "good" or (quality == "short" and not page.get_images()):
             info["text_layer"] = "native"
@@ -248,8 +249,8 @@ def _segments(pieces: list[Piece], number: int, ctx: ExtractContext) -> list[Seg
         text = _clean(piece.text).strip()
         if text:
             box = tuple(round(v, 2) for v in piece.box)
-            out.append(Segment("text", text, Locator(page=number, bbox=box), tokens=ctx.count_tokens(text),
-                               meta=dict(piece.meta)))
+            meta = {k: v for k, v in piece.meta.items() if not k.startswith("_")}
+            out.append(Segment("text", text, Locator(page=number, bbox=box), tokens=ctx.count_tokens(text), meta=meta))
     return out
 
 
@@ -260,11 +261,15 @@ def _clip(piece: Piece, rect: pymupdf.Rect) -> Piece:
 
 
 # -- native text ------------------------------------------------------------------------
-def native_pieces(page: pymupdf.Page) -> list[Piece]:
+def native_pieces(page: pymupdf.Page, display: pymupdf.DisplayList | None = None) -> list[Piece]:
     """The page's text blocks (long ones cut at line boundaries), boxes in displayed page space."""
     flags = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_DEHYPHENATE
+    textpage = None
+    if display is not None and not page.rotation:  # a display list's text is unrotated: only reuse it at 0°
+        textpage = pymupdf.TextPage(display.get_textpage(flags=flags))
+        textpage.parent = page
     pieces: list[Piece] = []
-    for block in page.get_text("dict", flags=flags, clip=page.rect)["blocks"]:
+    for block in page.get_text("dict", flags=flags, clip=page.rect, textpage=textpage)["blocks"]:
         lines = [(tuple(line["bbox"]), "".join(span["text"] for span in line["spans"]).strip())
                  for line in block.get("lines", [])]
         lines = [(box, text) for box, text in lines if text]
@@ -286,7 +291,18 @@ def _block_pieces(lines: list[tuple[tuple, str]]) -> list[Piece]:
                                             max(box[2], line_box[2]), max(box[3], line_box[3]))
         texts.append(text)
     out.append(Piece(box, _join(texts), height))
+    if _cells_in_a_row(lines):
+        out[0].meta["_cells"] = True  # a hint for the table test; not stored
     return out
+
+
+def _cells_in_a_row(lines: list[tuple[tuple, str]]) -> bool:
+    """Consecutive lines of a block that sit side by side (MuPDF puts a table row's cells in one block)."""
+    for (a, _), (b, _) in zip(lines, lines[1:]):
+        overlap = min(a[3], b[3]) - max(a[1], b[1])
+        if overlap > 0.5 * min(a[3] - a[1], b[3] - b[1]) and (b[0] >= a[2] or a[0] >= b[2]):
+            return True
+    return False
 
 
 def _join(texts: list[str]) -> str:
@@ -321,7 +337,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 # -- tables and forms ---------------------------------------------------------------------
 def _with_tables(page: pymupdf.Page, pieces: list[Piece]) -> list[Piece]:
     """Tables as Markdown pieces; text blocks inside a table's box are dropped (the table has them)."""
-    if page.rotation or not _looks_tabular(page):
+    if page.rotation or not _side_by_side(pieces) or not _looks_tabular(page):
         return pieces
     try:
         found = page.find_tables(use_layout=False).tables  # the layout model costs ~0.3 s a page
@@ -341,12 +357,49 @@ def _with_tables(page: pymupdf.Page, pieces: list[Piece]) -> list[Piece]:
     return kept + tables
 
 
+def _side_by_side(pieces: list[Piece], needed: int = 2) -> bool:
+    """Whether some text pieces sit next to each other on a line, as table cells do (a cheap test that
+    spares the drawing scan on pages of plain running text)."""
+    if any(p.meta.get("_cells") for p in pieces):
+        return True
+    boxes = sorted((p.box for p in pieces if p.box), key=lambda b: b[1])
+    pairs = 0
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if b[1] >= a[3]:
+                break  # sorted by top: nothing further down overlaps a
+            overlap = min(a[3], b[3]) - max(a[1], b[1])
+            if overlap > 0.5 * min(a[3] - a[1], b[3] - b[1]) and (b[0] >= a[2] or a[0] >= b[2]):
+                pairs += 1
+                if pairs >= needed:
+                    return True
+    return False
+
+
 def _center(box) -> pymupdf.Point:
     return pymupdf.Point((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
+_PATH_OPS = re.compile(rb"\s(?:re|l)\s")
+
+
+def _few_paths(page: pymupdf.Page) -> bool:
+    """Whether the page's own content stream draws too few lines and rectangles for a ruled table.
+
+    Reading the stream is far cheaper than interpreting the page; pages that draw through form
+    XObjects are not judged here."""
+    if page.get_xobjects():
+        return False
+    try:
+        return len(_PATH_OPS.findall(page.read_contents())) < 2 * TABLE_MIN_RULES
+    except (RuntimeError, ValueError):
+        return False
+
+
 def _looks_tabular(page: pymupdf.Page) -> bool:
     """Cheap test before find_tables(): a grid of rules, or several cell outlines, among the vector paths."""
+    if _few_paths(page):
+        return False
     paths = page.get_cdrawings()
     if len(paths) > TABLE_MAX_PATHS:
         return False
@@ -388,7 +441,7 @@ def _form(page: pymupdf.Page) -> list[Piece]:
 
 # -- rendering ------------------------------------------------------------------------------
 def _pixmap(page: pymupdf.Page, dpi: int, max_pixels: int, *, gray: bool = False,
-            max_side: int | None = None) -> tuple[pymupdf.Pixmap, float]:
+            max_side: int | None = None, display: pymupdf.DisplayList | None = None) -> tuple[pymupdf.Pixmap, float]:
     """Render at ``dpi``, scaled down so the image stays within the limits; returns (pixmap, zoom)."""
     rect = page.rect
     zoom = dpi / 72
@@ -398,17 +451,18 @@ def _pixmap(page: pymupdf.Page, dpi: int, max_pixels: int, *, gray: bool = False
     if max_side and max(rect.width, rect.height) * zoom > max_side:
         zoom = max_side / max(rect.width, rect.height)
     colorspace = pymupdf.csGRAY if gray else pymupdf.csRGB
-    return page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=colorspace, alpha=False), zoom
+    source = display if display is not None else page
+    return source.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=colorspace, alpha=False), zoom
 
 
-def _render(page: pymupdf.Page, ctx: ExtractContext) -> dict[str, Any]:
+def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayList | None = None) -> dict[str, Any]:
     """Store the page image and a thumbnail as JPEG blobs; only one page's pixels are held at a time.
 
     Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller.
     """
     from PIL import Image
 
-    pix, _ = _pixmap(page, ctx.settings.render_dpi, MAX_RENDER_PIXELS)
+    pix, _ = _pixmap(page, ctx.settings.render_dpi, MAX_RENDER_PIXELS, display=display)
     picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
     image = ctx.blobs.put(_jpeg(picture), suffix=".jpg")
     factor = 2 ** max(0, math.ceil(math.log2(max(pix.width / THUMB_WIDTH, 1))))

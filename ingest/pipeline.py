@@ -148,6 +148,7 @@ class Ingestor:
             progress(Progress("error" if outcome.status == "error" else "done", job.name, len(results), total, outcome.message))
 
         workers = self.settings.workers or os.cpu_count() or 1
+        jobs.sort(key=_job_size, reverse=True)  # the biggest first, so no large file is left alone at the end
         if jobs and self.settings.workers != 1:  # in worker processes: parallel, and a crash cannot take the app down
             self._run_pool(jobs, min(workers, len(jobs)), finished, progress, cancelled)
         else:
@@ -253,6 +254,13 @@ class Ingestor:
             shutil.copyfile(path, tmp)
             os.replace(tmp, target)
         return sha
+
+
+def _job_size(job: Job) -> int:
+    try:
+        return job.path.stat().st_size if job.path.is_file() else 1 << 40
+    except OSError:
+        return 0
 
 
 def _run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:

@@ -36,3 +36,18 @@ def estimate_many(texts: list[str]) -> list[int]:
     if enc is None:
         return [estimate_tokens(t) for t in texts]
     return [len(ids) for ids in enc.encode_ordinary_batch(texts, num_threads=2)]
+
+
+def estimate_sampled(texts: list[str], every: int = 6, exact_below: int = 48) -> list[int]:
+    """Fast estimates for big batches (a codebase): count every ``every``-th text exactly,
+    and the rest from the sample's tokens per character. Totals land within a few percent
+    of the exact count at a fraction of its cost; the served model's own count comes later."""
+    if len(texts) < exact_below or _encoding() is None:
+        return estimate_many(texts)
+    sample = texts[::every]
+    counted = estimate_many(sample)
+    chars = sum(len(t) for t in sample)
+    ratio = sum(counted) / chars if chars else 0.25
+    out = [max(1, math.ceil(len(t) * ratio)) if t else 0 for t in texts]
+    out[::every] = counted
+    return out
