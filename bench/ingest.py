@@ -153,6 +153,10 @@ def child(method: str, arg: str) -> None:
         "gitingest": lambda: run_gitingest(args),
     }[method]
     out = fn()
+    if method.startswith("quire"):
+        from ingest import workers
+
+        workers._shutdown()  # reap the worker processes so their peak memory is counted
     out["peak_mb"] = peak_mb()
     print("RESULT " + json.dumps(out))
 

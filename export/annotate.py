@@ -91,6 +91,8 @@ def annotate_pdf(source: Path, marks: list[Mark]) -> bytes | None:
         log.warning("cannot open %s for highlighting: %s", source, exc)
         return None
     try:
+        if not doc.is_pdf and not doc.needs_pass:  # EPUB, XPS...: highlight the PDF layout Quire read
+            doc = pymupdf.open("pdf", doc.convert_to_pdf())
         if not doc.is_pdf or (doc.needs_pass and not doc.authenticate("")):
             log.warning("%s is not a PDF or needs a password: no annotated copy", source)
             return None

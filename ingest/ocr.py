@@ -164,7 +164,7 @@ def paragraphs(pieces: list[Piece], max_chars: int = MAX_CHARS, join: str = "\n"
 
 
 def _continues(last: Piece, piece: Piece, max_chars: int) -> bool:
-    if last.meta.get("table") or piece.meta.get("table") or last.meta.get("form") or piece.meta.get("form"):
+    if any(p.meta.get(kind) for p in (last, piece) for kind in ("table", "form", "figure")):
         return False
     if len(last.text) + len(piece.text) > max_chars:
         return False

@@ -39,6 +39,9 @@ OCR_MAX_SIDE = 2700  # pixels: bounds OCR time and memory per page
 MIN_TEXT_CHARS = 16  # fewer visible characters than this on a page with images: treat it as a scan
 MAX_BAD_SHARE = 0.3  # share of unmapped glyphs (U+FFFD, private use) above which a text layer is garbage
 BLOCK_SPLIT_CHARS = 2500  # a single text block longer than this is cut at line boundaries
+FIGURE_MIN_SIDE = 72  # points: an embedded image smaller than an inch either way is decoration
+FIGURE_MIN_SHARE = 0.04  # ... or one covering less than 4% of the page
+FIGURES_PER_PAGE = 8
 TABLE_MIN_RULES = 3  # horizontal and vertical rules a page needs before find_tables() runs
 TABLE_MAX_PATHS = 5000  # pages with more vector paths than this are drawings, not tables
 PageError = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
@@ -53,6 +56,33 @@ def extract_pdf(path: Path, ctx: ExtractContext) -> ParsedDocument:
         return _read(doc, name, ctx)
     finally:
         doc.close()
+
+
+PAGED_SUFFIXES = (".epub", ".xps", ".oxps", ".cbz", ".fb2", ".mobi", ".svg")
+
+
+@registry.register(*PAGED_SUFFIXES)
+def extract_paged(path: Path, ctx: ExtractContext) -> ParsedDocument:
+    """EPUB, XPS, CBZ, FictionBook, MOBI and SVG: laid out by MuPDF into pages, then read like a PDF
+    (the same page boxes, renders and OCR; highlighted copies are made from the same PDF layout)."""
+    name = ctx.display_name or path.name
+    _quiet()
+    if path.stat().st_size == 0:
+        raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")
+    try:
+        with pymupdf.open(path, filetype=path.suffix.lstrip(".").lower() or None) as source:
+            if source.needs_pass or source.page_count == 0:
+                raise _corrupt(name, "has no pages MuPDF can lay out.")
+            data = source.convert_to_pdf()
+    except (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase) as exc:
+        raise _corrupt(name, f"cannot be read as {path.suffix.lstrip('.').upper() or 'a document'}.") from exc
+    doc = pymupdf.open("pdf", data)
+    try:
+        parsed = _read(doc, name, ctx)
+    finally:
+        doc.close()
+    parsed.kind = path.suffix.lstrip(".").lower()
+    return parsed
 
 
 # -- opening -----------------------------------------------------------------
@@ -200,7 +230,7 @@ def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.Oc
         quality = text_quality(pieces)
         if quality == "good" or (quality == "short" and not page.get_images()):
             info["text_layer"] = "native"
-            pieces = _with_tables(page, pieces) + _form(page)
+            pieces = _with_tables(page, pieces) + _form(page) + _figures(page, display, ctx)
             return PageResult(_segments(paragraphs(reading_order(pieces)), number, ctx), info)
         return _scanned(page, info, pieces, ctx, engine, size)
     except PageError as exc:
@@ -246,6 +276,12 @@ def _blank_render(thumb: str, ctx: ExtractContext) -> bool:
 def _segments(pieces: list[Piece], number: int, ctx: ExtractContext) -> list[Segment]:
     out = []
     for piece in pieces:
+        if piece.meta.get("figure"):
+            width, height = piece.meta["_size"]
+            box = tuple(round(v, 2) for v in piece.box)
+            out.append(Segment("image", piece.text, Locator(page=number, bbox=box), tokens=ctx.count_tokens(piece.text),
+                               image_sha=piece.meta["_image"], meta={"figure": True, "width": width, "height": height}))
+            continue
         text = _clean(piece.text).strip()
         if text:
             box = tuple(round(v, 2) for v in piece.box)
@@ -421,6 +457,33 @@ def _looks_tabular(page: pymupdf.Page) -> bool:
         if (across >= TABLE_MIN_RULES and down >= TABLE_MIN_RULES) or cells >= 2 * TABLE_MIN_RULES:
             return True
     return False
+
+
+def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractContext) -> list[Piece]:
+    """Embedded images and charts big enough to matter, rendered from their region as image pieces
+    (they take their place in reading order like any block)."""
+    if page.rotation:
+        return []
+    area = page.rect.width * page.rect.height
+    out: list[Piece] = []
+    for info in page.get_image_info():
+        r = pymupdf.Rect(info["bbox"]) & page.rect
+        if r.is_empty or r.width < FIGURE_MIN_SIDE or r.height < FIGURE_MIN_SIDE or r.width * r.height < FIGURE_MIN_SHARE * area:
+            continue
+        if any(pymupdf.Rect(p.box).contains(r) for p in out):
+            continue
+        zoom = ctx.settings.render_dpi / 72
+        pix = display.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), clip=r, alpha=False)
+        from PIL import Image
+
+        picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        sha = ctx.blobs.put(_jpeg(picture), suffix=".jpg")
+        box = (r.x0, r.y0, r.x1, r.y1)
+        out.append(Piece(box, f"[figure on page {page.number + 1}]", r.height,
+                         {"figure": True, "_image": sha, "_size": (pix.width, pix.height)}))
+        if len(out) >= FIGURES_PER_PAGE:
+            break
+    return out
 
 
 def _form(page: pymupdf.Page) -> list[Piece]:
