@@ -53,7 +53,9 @@ def extract_pdf(path: Path, ctx: ExtractContext) -> ParsedDocument:
     _quiet()
     doc = open_pdf(path, name, ctx.password, max_pages=ctx.settings.max_pdf_pages)
     try:
-        return _read(doc, name, ctx)
+        # Encrypted originals cannot be re-rendered later without the password: store all their pages now.
+        render_all = ctx.settings.render_pages == "all" or bool((doc.metadata or {}).get("encryption"))
+        return _read(doc, name, ctx, render_all=render_all)
     finally:
         doc.close()
 
@@ -78,7 +80,7 @@ def extract_paged(path: Path, ctx: ExtractContext) -> ParsedDocument:
         raise _corrupt(name, f"cannot be read as {path.suffix.lstrip('.').upper() or 'a document'}.") from exc
     doc = pymupdf.open("pdf", data)
     try:
-        parsed = _read(doc, name, ctx)
+        parsed = _read(doc, name, ctx, render_all=True)  # the original is no PDF: keep every page image
     finally:
         doc.close()
     parsed.kind = path.suffix.lstrip(".").lower()
@@ -178,7 +180,7 @@ class PageResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext) -> ParsedDocument:
+def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext, *, render_all: bool = True) -> ParsedDocument:
     total = doc.page_count
     engine, why_not = ocr.for_settings(ctx.settings)
     segments: list[Segment] = []
@@ -187,7 +189,7 @@ def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext) -> ParsedDocume
     for index in range(total):
         if ctx.cancelled():
             raise Cancelled(name, "was cancelled before it was read completely.", hint="Add it again to read it.")
-        result = _page(doc, index, ctx, engine)
+        result = _page(doc, index, ctx, engine, render_all)
         segments += result.segments
         pages.append(result.info)
         warnings += result.warnings
@@ -217,18 +219,22 @@ def _summary(pages: list[dict[str, Any]]) -> str:
 
 
 # -- one page -----------------------------------------------------------------------
-def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.OcrEngine | None) -> PageResult:
+def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.OcrEngine | None,
+          render_all: bool = True) -> PageResult:
     number = index + 1
     try:
         page = doc[index]
         rect = page.rect
         info = {"page": number, "width": round(rect.width, 2), "height": round(rect.height, 2)}
         display = page.get_displaylist()  # the page's content, interpreted once for the render and the text
-        info.update(_render(page, ctx, display))
-        size = info.pop("pixels")
         pieces = native_pieces(page, display)
         quality = text_quality(pieces)
-        if quality == "good" or (quality == "short" and not page.get_images()):
+        native = quality == "good" or (quality == "short" and not page.get_images())
+        # Text pages keep a thumbnail; their full image is rendered when first viewed (or at ingest with
+        # --render-pages all). Scans keep the full image: it is what a vision model reads.
+        info.update(_render(page, ctx, display, full=render_all or not native))
+        size = info.pop("pixels")
+        if native:
             info["text_layer"] = "native"
             pieces = _with_tables(page, pieces) + _form(page) + _figures(page, display, ctx)
             return PageResult(_segments(paragraphs(reading_order(pieces)), number, ctx), info)
@@ -518,13 +524,20 @@ def _pixmap(page: pymupdf.Page, dpi: int, max_pixels: int, *, gray: bool = False
     return source.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=colorspace, alpha=False), zoom
 
 
-def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayList | None = None) -> dict[str, Any]:
+def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayList | None = None,
+            full: bool = True) -> dict[str, Any]:
     """Store the page image and a thumbnail as JPEG blobs; only one page's pixels are held at a time.
 
-    Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller.
+    Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller. Without ``full``,
+    only the thumbnail is rendered (at its own small size) and ``image`` is None.
     """
     from PIL import Image
 
+    if not full:
+        dpi = max(12, int(72 * THUMB_WIDTH / max(page.rect.width, 1)))
+        pix, _ = _pixmap(page, dpi, MAX_RENDER_PIXELS, display=display)
+        picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        return {"image": None, "thumb": ctx.blobs.put(_jpeg(picture), suffix=".jpg"), "pixels": (pix.width, pix.height)}
     pix, _ = _pixmap(page, ctx.settings.render_dpi, MAX_RENDER_PIXELS, display=display)
     picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
     image = ctx.blobs.put(_jpeg(picture), suffix=".jpg")

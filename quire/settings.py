@@ -68,6 +68,12 @@ class Settings:
     ocr: bool = _opt(True, "Read scanned pages and images with OCR (about 7 s a page on a CPU).")
     max_pdf_pages: int = _opt(5000, "Most pages read from one PDF; longer ones are refused with a message.")
     max_image_megapixels: int = _opt(100, "Largest image accepted, in megapixels (bigger ones are refused before decoding).")
+    render_pages: str = _opt(
+        "scans",
+        "Page images stored at ingest: 'scans' (pages without a text layer; text pages keep a thumbnail and "
+        "are rendered when first viewed) or 'all'.",
+        choices=("scans", "all"),
+    )
     render_dpi: int = _opt(110, "Resolution of stored PDF page images, in dots per inch.")
     max_file_mb: int = _opt(512, "Largest input file accepted, in MiB.")
     code_file_kb: int = _opt(1024, "Largest source file taken from a codebase, in KiB (bigger ones are listed as skipped).")

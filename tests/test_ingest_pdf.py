@@ -56,7 +56,18 @@ def test_text_blocks_carry_boxes_that_search_for_agrees_with(corpus, ctx, blobs)
         assert any(pymupdf.Rect(seg.locator.bbox).intersects(hit) for hit in hits), word
     for info in doc.meta["pages"]:
         assert info["text_layer"] == "native" and info["width"] > 0 and info["height"] > 0
-        assert blobs.read(info["image"]).startswith(b"\xff\xd8\xff") and blobs.find(info["thumb"])
+        # text pages keep a thumbnail; their full image is rendered when first viewed
+        assert info["image"] is None and blobs.read(info["thumb"]).startswith(b"\xff\xd8\xff")
+
+
+def test_render_pages_all_stores_every_page_image(corpus, settings, blobs):
+    from ingest.base import ExtractContext
+
+    ctx = ExtractContext(settings=settings.replace(render_pages="all"), blobs=blobs)
+    doc = extract_pdf(corpus / "pdfs" / "py-pdf-sample-files" / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf", ctx)
+    for info in doc.meta["pages"]:
+        image = blobs.read(info["image"])
+        assert image.startswith(b"\xff\xd8\xff") and len(image) > len(blobs.read(info["thumb"]))
 
 
 def test_segments_are_paragraph_sized(corpus, ctx):
