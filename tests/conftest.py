@@ -26,7 +26,7 @@ def quire_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def corpus() -> Path:
     if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
+        pytest.fail(f"corpus not found at {CORPUS}: it lies in shared/corpus beside the checkout (or set QUIRE_CORPUS)")
     return CORPUS
 
 

@@ -55,7 +55,6 @@ def test_chart_from_corpus_is_one_image_segment_with_thumbnail(corpus, ctx, blob
 
 
 def test_screenshot_is_read_by_ocr(corpus, ctx):
-    pytest.importorskip("rapidocr_onnxruntime")
     image = Image.new("RGB", (900, 260), "white")
     font = ImageFont.load_default(size=44)
     draw = ImageDraw.Draw(image)

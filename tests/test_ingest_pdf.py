@@ -153,7 +153,6 @@ def test_empty_and_non_pdf_files(tmp_path, ctx):
 
 
 def test_scanned_page_is_read_by_ocr(corpus, ctx):
-    pytest.importorskip("rapidocr_onnxruntime")
     path = corpus / "pdfs/ocrmypdf/linn.pdf"
     doc = extract_pdf(path, ctx)
     assert doc.meta["pages"][0]["text_layer"] == "ocr"

@@ -193,7 +193,7 @@ def test_eml_with_attachments(tmp_path, ctx):
 
 # -- Office -----------------------------------------------------------------------
 def test_docx_reading_order_with_tables(tmp_path, ctx):
-    docx = pytest.importorskip("docx")
+    import docx
     from ingest.text import extract_docx
 
     document = docx.Document()
@@ -217,7 +217,7 @@ def test_docx_reading_order_with_tables(tmp_path, ctx):
 
 
 def test_pptx_slides_and_notes(tmp_path, ctx):
-    pptx = pytest.importorskip("pptx")
+    import pptx
     from ingest.text import extract_pptx
 
     deck = pptx.Presentation()

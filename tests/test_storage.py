@@ -34,7 +34,7 @@ def test_reopening_applies_nothing_twice(settings):
 
 def test_session_round_trip_in_a_new_process(db, settings):
     s = repo.create_session(db, "Contracts 2024")
-    doc_id = repo.store_document(db, s.id, _doc(), sha256="a" * 64)
+    repo.store_document(db, s.id, _doc(), sha256="a" * 64)
     cit = repo.CitationRecord("S1", None, "a.txt", Locator(path="a.txt", line_start=1, line_end=1), "alpha", "verified")
     turn = repo.TurnRecord(0, "q?", "answer [S1]", "llamacpp", "m", "full", 10, 2, 5, 0.1, 0.2, {"share_seen": 1.0}, [cit])
     repo.save_turn(db, s.id, turn)

@@ -14,13 +14,13 @@ from tests.test_ui import _free_port, seed_pdf, seed_text, start_server, stop_se
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed at /usr/bin/chromium"),
-]
+pytestmark = pytest.mark.browser
 
 
 def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    if not CHROMIUM.exists():
+        pytest.fail("headless Chromium is not at /usr/bin/chromium: `apt-get install chromium` "
+                    "(python3 bootstrap.py test does it when run as root)")
     command = [
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
