@@ -44,6 +44,7 @@ class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     supports_images = False
     prefix_cache = True
+    DEFAULT_WINDOW = DEFAULT_WINDOW
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

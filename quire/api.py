@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
-from backend.registry import create_runtime, resolve_name
+from backend.registry import create_runtime, resolve_name, runtime_class
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
 from ingest.base import Progress
 from quire.errors import QuireError
@@ -160,7 +160,10 @@ class Quire:
         runtime's own tokenizer (which loads the model).
         """
         docs = self.documents(session)
-        window = self.settings.context_window or (self.runtime().context_window if exact or self._runtime else _default_window(self.settings))
+        if exact or self._runtime:
+            window = self.runtime().context_window
+        else:  # before the model is loaded: what the chosen runtime defaults to
+            window = self.settings.context_window or runtime_class(resolve_name(self.settings)).DEFAULT_WINDOW
         rows = [(d.name, d.tokens) for d in docs]
         if exact:
             rt = self.runtime()
@@ -174,19 +177,30 @@ class Quire:
     # -- questions ---------------------------------------------------------------------------
     def assemble(self, session: str, question: str, *, strategy: str | None = None) -> AssembledContext:
         info = self.session(session, create=False)
+        return self._assemble(info, self._segments(info), question, strategy or self.settings.strategy)
+
+    def _segments(self, info: repo.SessionInfo) -> list[repo.SegmentRecord]:
         segments = repo.session_segments(self.db, info.id)
         if not segments:
-            raise QuireError(f"Session {session!r} has no documents yet.", hint="Add files first (upload, or `python app.py ingest`).")
+            raise QuireError(f"Session {info.name!r} has no documents yet.",
+                             hint="Add files first (upload, or `python app.py ingest`).")
+        return segments
+
+    def _counter(self, rt: Runtime) -> TokenCounter:
+        """Token counts of rendered passages, remembered per runtime across questions."""
+        return self._counters.setdefault(id(rt), TokenCounter(rt))
+
+    def _assemble(self, info: repo.SessionInfo, segments: list[repo.SegmentRecord], question: str,
+                  strategy: str) -> AssembledContext:
         rt = self.runtime()
-        counter = self._counters.setdefault(id(rt), TokenCounter(rt))
         return assemble(
             segments,
             question,
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
-            strategy=(strategy or self.settings.strategy).replace("sweep", "auto"),
+            strategy="auto" if strategy == "sweep" else strategy,  # sweep is run by ask(), not assembled
             rank=lambda q: [sid for sid, _ in repo.search_segments(self.db, info.id, q, limit=500)],
-            counter=counter,
+            counter=self._counter(rt),
             image_path=self.blobs.find,
         )
 
@@ -205,14 +219,13 @@ class Quire:
             options = GenerateOptions(
                 max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
             )
-            ctx = None if requested == "sweep" else self.assemble(session, question, strategy=requested)
+            segments = self._segments(info)
+            ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
             use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
             parts: list[str] = []
             usage = Usage()
             if use_sweep:
-                segments = repo.session_segments(self.db, info.id)
-                counter = self._counters.setdefault(id(rt), TokenCounter(rt))
-                for event in run_sweep(segments, question, rt, counter=counter, options=options):
+                for event in run_sweep(segments, question, rt, counter=self._counter(rt), options=options):
                     if isinstance(event, SweepResult):
                         ctx, usage = event.context, event.usage
                         continue
@@ -263,13 +276,3 @@ class Quire:
         info = self.session(session, create=False)
         return export.export_session(self.db, self.blobs, info.id, fmt, Path(out))
 
-
-def _default_window(settings: Settings) -> int:
-    from backend.registry import runtime_class
-
-    name = resolve_name(settings)
-    if name == "llamacpp":
-        from backend.llamacpp import DEFAULT_WINDOW
-
-        return DEFAULT_WINDOW
-    return getattr(runtime_class(name), "DEFAULT_WINDOW", 8192)
