@@ -99,9 +99,10 @@ class Job:
     index: int
     path: Path
     name: str
-    suffix: str
+    suffix: str  # kept with the original: ".pdf", or what the content was sniffed as
     sha: str | None  # None for folders: hashed from their content after extraction
     password: str | None = None
+    lookup: str = ""  # the file name the extractor registry resolves (see _extractor_key)
 
 
 class Ingestor:
@@ -131,6 +132,17 @@ class Ingestor:
         total = len(paths)
         results: dict[int, IngestResult] = {}
         jobs: list[Job] = []
+
+        def record(index: int, outcome: IngestResult) -> None:
+            results[index] = outcome
+            stage = "error" if outcome.status == "error" else "done"
+            progress(Progress(stage, outcome.name, len(results), total, outcome.message))
+
+        def finished(job: Job, outcome) -> None:
+            if not isinstance(outcome, IngestResult):
+                outcome = _guard(job.name, lambda: self._store(session_id, job, outcome))
+            record(job.index, outcome)
+
         for index, path in enumerate(paths):
             name = (names or {}).get(str(path)) or path.name
             password = (passwords.get(name) or passwords.get(str(path))) if isinstance(passwords, dict) else passwords
@@ -138,14 +150,7 @@ class Ingestor:
             if isinstance(outcome, Job):
                 jobs.append(outcome)
             else:
-                results[index] = outcome
-                progress(Progress("error" if outcome.status == "error" else "done", name, len(results), total, outcome.message))
-
-        def finished(job: Job, outcome) -> None:
-            if not isinstance(outcome, IngestResult):
-                outcome = _guard(job.name, lambda: self._store(session_id, job, outcome))
-            results[job.index] = outcome
-            progress(Progress("error" if outcome.status == "error" else "done", job.name, len(results), total, outcome.message))
+                record(index, outcome)
 
         workers = self.settings.workers or os.cpu_count() or 1
         jobs.sort(key=_job_size, reverse=True)  # the biggest first, so no large file is left alone at the end
@@ -181,17 +186,15 @@ class Ingestor:
             info = repo.get_document(self.db, existing)
             note = "already in the session" if not added else "already stored: reused"
             return IngestResult(name, "duplicate", existing, info.tokens, info.pages, info.segments, note)
-        suffix = _suffix_of(name)
-        if registry.find(Path(name)) is None and registry.find(path) is None:
-            sniffed = sniff_suffix(path)
-            if not sniffed or registry.find(Path("x" + sniffed)) is None:
-                raise UnsupportedFile(
-                    name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
-                    hint="Supported: PDF, images, text, Markdown, CSV/TSV, JSON, HTML, e-mail (.eml), DOCX, PPTX, "
-                         "source code and zip/tar archives of code.",
-                )
-            suffix = sniffed
-        return Job(index, path, name, suffix, sha, password)
+        lookup = _extractor_key(name, path)
+        if lookup is None:
+            suffix = _suffix_of(name)
+            raise UnsupportedFile(
+                name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
+                hint="Supported: PDF, EPUB, XPS, images, text, Markdown, CSV/TSV, JSON, HTML, e-mail (.eml), DOCX, "
+                     "PPTX, source code and zip/tar archives of code.",
+            )
+        return Job(index, path, name, _suffix_of(lookup), sha, password, lookup)
 
     def ingest_one(self, session_id: int, path: Path, *, name: str | None = None, password: str | None = None,
                    progress: Callable[[Progress], None] = lambda e: None,
@@ -268,8 +271,7 @@ def _run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:
         from ingest.code import extract_codebase
 
         return extract_codebase(job.path, ctx)
-    extractor = registry.find(Path(job.name)) or registry.find(job.path) or registry.find(Path("x" + job.suffix))
-    return extractor(job.path, ctx)
+    return registry.find(Path(job.lookup))(job.path, ctx)
 
 
 def _extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
@@ -298,6 +300,18 @@ def _describe(name: str, exc: BaseException) -> str:
     if isinstance(exc, QuireError):
         return f"{name}: {exc.user_message()}"
     return f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."
+
+
+def _extractor_key(name: str, path: Path) -> str | None:
+    """The name to look the extractor up by: the display name, the file's own name, or (for a file
+    whose name says nothing useful) the type its first bytes show."""
+    for candidate in (name, path.name):
+        if registry.find(Path(candidate)) is not None:
+            return candidate
+    sniffed = sniff_suffix(path)
+    if sniffed and registry.find(Path("x" + sniffed)) is not None:
+        return "x" + sniffed
+    return None
 
 
 def _suffix_of(name: str) -> str:

@@ -1,0 +1,29 @@
+"""The pipeline's own checks: types found by content, unknown types refused by name, originals kept."""
+
+import pymupdf
+
+from ingest.pipeline import Ingestor
+from storage import repo
+
+
+def test_a_pdf_without_extension_is_read_by_its_content(settings, db, blobs, tmp_path):
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "Invoice number 4471 is due on 3 May.")
+    path = tmp_path / "scan0001"
+    doc.save(path)
+    session = repo.create_session(db, "s")
+    (result,) = Ingestor(settings.replace(workers=1), db, blobs).ingest(session.id, [path])
+    assert result.status == "added", result.message
+    info = repo.get_document(db, result.document_id)
+    assert info.kind == "pdf" and blobs.find(info.blob_sha).suffix == ".pdf"
+
+
+def test_an_unknown_type_is_refused_and_the_batch_goes_on(settings, db, blobs, tmp_path):
+    odd = tmp_path / "data.xyz"
+    odd.write_bytes(b"\x00\x01\x02 not a known format")
+    good = tmp_path / "note.txt"
+    good.write_text("A short note about the boiler.\n")
+    session = repo.create_session(db, "s")
+    bad, ok = Ingestor(settings.replace(workers=1), db, blobs).ingest(session.id, [odd, good])
+    assert bad.status == "error" and bad.message.startswith("data.xyz: is a file type Quire does not read (.xyz)")
+    assert ok.status == "added"
