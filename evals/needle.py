@@ -161,6 +161,13 @@ def longest_prefix(text: str, tokens: int, count: Count) -> str:
         return ""
     if count(text) <= tokens:
         return text
+    lo = _chars_within(text, tokens, count)
+    cut = text.rfind(" ", 0, lo)
+    return text[: cut if cut > 0 else lo]
+
+
+def _chars_within(text: str, tokens: float, count: Count) -> int:
+    """About the longest character prefix of ``text`` holding at most ``tokens`` tokens (bisection, 8 chars)."""
     lo, hi = 0, len(text)
     while hi - lo > 8:
         mid = (lo + hi) // 2
@@ -168,8 +175,7 @@ def longest_prefix(text: str, tokens: int, count: Count) -> str:
             lo = mid
         else:
             hi = mid
-    cut = text.rfind(" ", 0, lo)
-    return text[: cut if cut > 0 else lo]
+    return lo
 
 
 def insertion_point(text: str, depth: float, count: Count) -> int:
@@ -178,14 +184,7 @@ def insertion_point(text: str, depth: float, count: Count) -> int:
         return 0
     if depth >= 100:
         return len(text)
-    target = count(text) * depth / 100
-    lo, hi = 0, len(text)
-    while hi - lo > 8:
-        mid = (lo + hi) // 2
-        if count(text[:mid]) <= target:
-            lo = mid
-        else:
-            hi = mid
+    lo = _chars_within(text, count(text) * depth / 100, count)
     end = max(text.rfind(". ", 0, lo), text.rfind("\n", 0, lo))
     return end + 1 if end >= 0 else 0
 

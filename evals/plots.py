@@ -42,12 +42,7 @@ def heatmap(
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black")
     fig.colorbar(im, ax=ax, label="Score")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, title, path)
 
 
 def bars(path: Path, labels: Sequence[str], values: Sequence[float | None], *, title: str, xlabel: str) -> Path:
@@ -62,6 +57,10 @@ def bars(path: Path, labels: Sequence[str], values: Sequence[float | None], *, t
     ax.set_xlabel(xlabel)
     for i, v in enumerate(vals):
         ax.text(min(v + 0.01, 0.92), i, f"{v:.2f}", va="center", fontsize=8)
+    return _save(plt, fig, ax, title, path)
+
+
+def _save(plt, fig, ax, title: str, path: Path) -> Path:
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
