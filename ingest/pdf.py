@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pymupdf
 
 from ingest import ocr
@@ -44,6 +45,8 @@ FIGURE_MIN_SHARE = 0.04  # ... or one covering less than 4% of the page
 FIGURES_PER_PAGE = 8
 TABLE_MIN_RULES = 3  # horizontal and vertical rules a page needs before find_tables() runs
 TABLE_MAX_PATHS = 5000  # pages with more vector paths than this are drawings, not tables
+TABLE_MAX_CROSSINGS = 20_000  # beyond this many crossing rules the cheap test hands over to the finder
+TABLE_SNAP = 3.0  # points: the table finder's snap and join tolerance
 PageError = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
 
 
@@ -379,7 +382,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 # -- tables and forms ---------------------------------------------------------------------
 def _with_tables(page: pymupdf.Page, pieces: list[Piece]) -> list[Piece]:
     """Tables as Markdown pieces; text blocks inside a table's box are dropped (the table has them)."""
-    if page.rotation or not _side_by_side(pieces) or not _looks_tabular(page):
+    if page.rotation or not _side_by_side(pieces) or not _ruled_grid(page):
         return pieces
     try:
         found = page.find_tables(use_layout=False).tables  # the layout model costs ~0.3 s a page
@@ -438,37 +441,112 @@ def _few_paths(page: pymupdf.Page) -> bool:
         return False
 
 
-def _looks_tabular(page: pymupdf.Page) -> bool:
-    """Cheap test before find_tables(): a grid of rules, or several cell outlines, among the vector paths."""
+def _ruled_grid(page: pymupdf.Page) -> bool:
+    """Whether the page's vector rules can form a table, tested cheaply before find_tables() runs
+    (it costs 20-400 ms a page, most of it reading every character).
+
+    The rules are snapped and joined the way the table finder does it, and the outline of each
+    group of connected rules is added as it does (a table drawn without outer borders still has
+    them). A table of at least 2 x 2 cells then needs three horizontal and three vertical rules
+    that each cross three of the others."""
     if _few_paths(page):
         return False
     paths = page.get_cdrawings()
     if len(paths) > TABLE_MAX_PATHS:
         return False
-    across = down = cells = 0
-    area = page.rect
+    across, down = _rules(paths, page.rect)
+    if not across or not down or len(across) + len(down) < TABLE_MIN_RULES + 1:
+        return False  # the outline of a group adds two rules either way
+    h, v = np.array(across), np.array(down)  # (y, x0, x1) and (x, y0, y1)
+    crosses = _crossings(h, v)
+    if crosses.sum() > TABLE_MAX_CROSSINGS:
+        return True  # a dense grid: let the finder judge it
+    h, v = _with_outlines(h, v, crosses)
+    crosses = _crossings(h, v)
+    rows = (crosses.sum(axis=1) >= TABLE_MIN_RULES).sum()
+    cols = (crosses.sum(axis=0) >= TABLE_MIN_RULES).sum()
+    return rows >= TABLE_MIN_RULES and cols >= TABLE_MIN_RULES
+
+
+def _crossings(h, v):
+    """Which horizontal rules (rows) cross or touch which vertical ones (columns)."""
+    tol = TABLE_SNAP
+    return ((v[None, :, 0] >= h[:, None, 1] - tol) & (v[None, :, 0] <= h[:, None, 2] + tol)
+            & (h[:, None, 0] >= v[None, :, 1] - tol) & (h[:, None, 0] <= v[None, :, 2] + tol))
+
+
+def _with_outlines(h, v, crosses):
+    """Add the four sides of the box around every group of rules connected by crossings."""
+    parent = list(range(len(h) + len(v)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(crosses)):
+        parent[root(int(i))] = root(len(h) + int(j))
+    groups: dict[int, list[float]] = {}
+    for i, (y, x0, x1) in enumerate(h):
+        box = groups.setdefault(root(i), [x0, y, x1, y])
+        box[:] = [min(box[0], x0), min(box[1], y), max(box[2], x1), max(box[3], y)]
+    for j, (x, y0, y1) in enumerate(v):
+        box = groups.setdefault(root(len(h) + j), [x, y0, x, y1])
+        box[:] = [min(box[0], x), min(box[1], y0), max(box[2], x), max(box[3], y1)]
+    boxes = [b for b in groups.values() if b[2] - b[0] > TABLE_SNAP and b[3] - b[1] > TABLE_SNAP]
+    across = [tuple(r) for r in h] + [(y, b[0], b[2]) for b in boxes for y in (b[1], b[3])]
+    down = [tuple(r) for r in v] + [(x, b[1], b[3]) for b in boxes for x in (b[0], b[2])]
+    return np.array(_join_rules(across)), np.array(_join_rules(down))
+
+
+def _rules(paths: list[dict], area: pymupdf.Rect) -> tuple[list[tuple], list[tuple]]:
+    """Horizontal rules as (y, x0, x1) and vertical ones as (x, y0, y1), snapped and joined; lines,
+    thin rectangles and the sides of cell rectangles all count."""
+    across, down = [], []
     for path in paths:
         if not area.contains(pymupdf.Rect(path.get("rect") or (0, 0, 0, 0))):
             continue  # crop marks and other print furniture outside the page
         for item in path.get("items", ()):
             if item[0] == "l":
                 (x0, y0), (x1, y1) = item[1], item[2]
-                across += abs(y1 - y0) < 1 and abs(x1 - x0) > 10
-                down += abs(x1 - x0) < 1 and abs(y1 - y0) > 6
+                if abs(y1 - y0) < 1 and abs(x1 - x0) > 3:
+                    across.append((y0, min(x0, x1), max(x0, x1)))
+                elif abs(x1 - x0) < 1 and abs(y1 - y0) > 3:
+                    down.append((x0, min(y0, y1), max(y0, y1)))
             elif item[0] == "re":
-                r = pymupdf.Rect(item[1])
-                across += r.height < 2 and r.width > 10
-                down += r.width < 2 and r.height > 6
-                cells += 2 <= r.height < 100 and 10 < r.width < page.rect.width * 0.6
-        if (across >= TABLE_MIN_RULES and down >= TABLE_MIN_RULES) or cells >= 2 * TABLE_MIN_RULES:
-            return True
-    return False
+                x0, y0, x1, y1 = item[1]
+                x0, x1, y0, y1 = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+                if y1 - y0 < 2:
+                    across.append(((y0 + y1) / 2, x0, x1))
+                elif x1 - x0 < 2:
+                    down.append(((x0 + x1) / 2, y0, y1))
+                else:
+                    across += [(y0, x0, x1), (y1, x0, x1)]
+                    down += [(x0, y0, y1), (x1, y0, y1)]
+    return _join_rules(across), _join_rules(down)
+
+
+def _join_rules(rules: list[tuple]) -> list[tuple]:
+    """Snap rules at nearly the same position onto one line and join pieces that touch along it."""
+    out: list[list[float]] = []
+    for at, a, b in sorted(rules):
+        for rule in reversed(out):
+            if at - rule[0] > TABLE_SNAP:
+                out.append([at, a, b])  # sorted by position: no earlier line is this close
+                break
+            if a <= rule[2] + TABLE_SNAP and b >= rule[1] - TABLE_SNAP:
+                rule[1], rule[2] = min(rule[1], a), max(rule[2], b)
+                break
+        else:
+            out.append([at, a, b])
+    return [(r[0], r[1], r[2]) for r in out]
 
 
 def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractContext) -> list[Piece]:
     """Embedded images and charts big enough to matter, rendered from their region as image pieces
     (they take their place in reading order like any block)."""
-    if page.rotation:
+    if page.rotation or not page.get_images():  # get_image_info() builds a text page: skip it when it can
         return []
     area = page.rect.width * page.rect.height
     out: list[Piece] = []
