@@ -1,4 +1,4 @@
-"""Codebases: a folder, a git work tree (tracked files), or a zip/tar archive of one.
+"""Codebases: a folder, a git repository (the files committed at HEAD), or a zip/tar archive of one.
 
 The result starts with a directory tree that shows each file's token count,
 then each file as numbered-line segments of at most ``CHUNK_LINES`` lines
@@ -14,8 +14,6 @@ import contextlib
 import operator
 import os
 import re
-import shutil
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +21,10 @@ from typing import Iterable, Iterator
 
 import pathspec
 
+from ingest import gitrepo
 from ingest.archive import ArchiveLimits, ArchiveReader
 from ingest.base import ExtractContext, Progress, registry
+from ingest.notebook import NotNotebook, notebook_text
 from ingest.text import count_many, decode_bytes, read_text, split_lines
 from ingest.tokens import estimate_sampled, estimate_tokens
 from quire.document import Locator, ParsedDocument, Segment
@@ -202,6 +202,8 @@ class Collected:
     files: list[tuple[str, int]] = field(default_factory=list)  # (relpath, size)
     skipped: list[dict] = field(default_factory=list)
     ignored: int = 0
+    blobs: dict[str, str] | None = None  # git: path -> blob id at HEAD (read through git, not from disk)
+    git: dict | None = None  # git: the commit read and how many work-tree files differ from it
 
 
 def _inside(root: str, target: str) -> bool:
@@ -286,22 +288,58 @@ def _add_rules(rules: IgnoreRules, folder: str, kind: str, full: str) -> None:
         pass  # an unreadable ignore file ignores nothing
 
 
-def git_tracked(root: str) -> list[str] | None:
-    """Tracked paths of a git work tree, or None when git or the repository is unusable."""
-    git = shutil.which("git")
-    if git is None or not os.path.exists(os.path.join(root, ".git")):
-        return None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(root)  # never use a repository above the root
-    argv = [git, "-c", "core.fsmonitor=false", "-C", root, "ls-files", "-z", "--cached"]
-    try:
-        out = subprocess.run(argv, capture_output=True, timeout=120, check=True, env=env, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sorted({os.fsdecode(p) for p in out.stdout.split(b"\0") if p})
+def collect_git(root: str, tree: gitrepo.HeadTree, rules: IgnoreRules) -> Collected:
+    """The files committed at HEAD (tracked files are in even when an ignore file names them;
+    ``.quireignore`` files still apply, as committed)."""
+    found = Collected("git", blobs={}, git={"commit": tree.commit, "changed_in_work_tree": tree.changed})
+    files = {e.path: e for e in tree.entries if e.mode != "160000"}
+    quire = [e for e in files.values() if e.path.rpartition("/")[2] == ".quireignore"]
+    for entry, data in zip(quire, gitrepo.read_blobs(root, [e.sha for e in quire])):
+        if data is not None:
+            rules.add(entry.path.rpartition("/")[0], ".quireignore", data.decode("utf-8", "replace"))
+    if ".quireignore" not in files:  # a local, uncommitted project ignore file still counts
+        _add_rules(rules, "", ".quireignore", os.path.join(root, ".quireignore"))
+    rules.mark_venvs(files)
+    links = [e for e in files.values() if e.mode == "120000"]
+    targets = dict(zip((e.path for e in links), gitrepo.read_blobs(root, [e.sha for e in links])))
+    for entry in tree.entries:
+        rel = entry.path
+        if entry.mode == "160000":
+            found.skipped.append({"path": rel, "reason": "submodule: not included"})
+            continue
+        if rules.ignored_with_parents(rel):
+            found.ignored += 1
+            continue
+        if entry.mode == "120000":
+            entry, reason = _committed_link(rel, targets.get(rel) or b"", files)
+            if entry is None:
+                found.skipped.append({"path": rel, "reason": reason})
+                continue
+        found.files.append((rel, entry.size))
+        found.blobs[rel] = entry.sha
+    return found
 
 
-def collect_git(root: str, tracked: list[str], rules: IgnoreRules) -> Collected:
+def _committed_link(rel: str, target: bytes, files: dict) -> tuple[object, str]:
+    """(the committed file a symlink points to, "") or (None, why it is not followed)."""
+    for _ in range(8):  # a chain of links inside the tree, not a loop
+        resolved = gitrepo.link_target(rel, target)
+        if resolved is None:
+            return None, "symlink pointing outside the codebase: not followed"
+        entry = files.get(resolved)
+        if entry is None:
+            folder = resolved + "/"
+            if any(path.startswith(folder) for path in files):
+                return None, "symlinked folder: not followed"
+            return None, "broken or special symlink"
+        if entry.mode != "120000":
+            return entry, ""
+        return None, "symlink to a symlink: not followed"
+    return None, "broken or special symlink"
+
+
+def collect_tracked(root: str, tracked: list[str], rules: IgnoreRules) -> Collected:
+    """A repository without a commit yet: the files in its index, read from the work tree."""
     found = Collected("git")
     _read_root_rules(root, rules)
     rules.nested.clear()  # tracked files are in even when .gitignore or info/exclude name them
@@ -372,6 +410,11 @@ def classify(rel: str, data: bytes) -> tuple[str | None, str]:
     if decoded is None:
         return None, "binary"
     text = decoded[0]
+    if rel.endswith(".ipynb"):
+        try:
+            return notebook_text(data), ""
+        except NotNotebook:
+            pass  # read as the JSON it is
     if GENERATED_MARK.search(data, 0, 2048):
         return None, "generated"
     if len(text) > 20_000 and text.count("\n") * 1000 < len(text):
@@ -386,6 +429,12 @@ def _read_folder(root: str, wanted: list[tuple[str, int]]) -> Iterator[tuple[str
                 yield rel, fh.read(), ""
         except OSError as exc:
             yield rel, None, f"unreadable ({exc.strerror})"
+
+
+def _read_git(root: str, blobs: dict[str, str], wanted: list[tuple[str, int]]):
+    paths = [rel for rel, _ in wanted]
+    for rel, data in zip(paths, gitrepo.read_blobs(root, [blobs[rel] for rel in paths])):
+        yield rel, data, "" if data is not None else "missing from the repository (shallow or damaged clone)"
 
 
 # -- numbered chunks ---------------------------------------------------------
@@ -521,16 +570,26 @@ def _collect(path: Path, name: str, ctx: ExtractContext, stack) -> tuple[Collect
     cap = ctx.settings.code_file_kb << 10
     if path.is_dir():
         root = os.path.realpath(path)
-        tracked = git_tracked(root)
-        found = collect_git(root, tracked, rules) if tracked else walk_folder(root, rules)
+        found = _collect_folder(root, rules)
         wanted = _prefilter(found, cap)
         _check_total(name, wanted, ctx)
+        if found.blobs is not None:
+            return found, wanted, _read_git(root, found.blobs, wanted)
         return found, wanted, _read_folder(root, wanted)
     reader = stack.enter_context(ArchiveReader(path, name, ArchiveLimits.from_settings(ctx.settings)))
     found = collect_archive(reader, rules)
     wanted = _prefilter(found, cap)
     _check_total(name, wanted, ctx)
     return found, wanted, reader.read({rel for rel, _ in wanted})
+
+
+def _collect_folder(root: str, rules: IgnoreRules) -> Collected:
+    """A git repository at HEAD (or its index before the first commit), else the folder as it is."""
+    tree = gitrepo.head_tree(root)
+    if tree is not None:
+        return collect_git(root, tree, rules)
+    tracked = gitrepo.tracked_paths(root)
+    return collect_tracked(root, tracked, rules) if tracked else walk_folder(root, rules)
 
 
 def _check_total(name: str, wanted: list[tuple[str, int]], ctx: ExtractContext) -> None:
@@ -593,6 +652,8 @@ def _assemble(name: str, found: Collected, files, ctx: ExtractContext) -> Parsed
         "ignored": found.ignored, "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
         "tree": tree, "source": found.kind,
     }
+    if found.git:
+        meta["git"] = found.git
     return ParsedDocument(name=name, kind="code", segments=[head, *segments], meta=meta)
 
 

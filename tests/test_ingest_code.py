@@ -207,6 +207,47 @@ def test_git_repo_takes_tracked_files_only(tmp_path, ctx):
     assert {s["path"]: s["reason"] for s in doc.meta["skipped"]}["out.py"].startswith("symlink pointing outside")
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_repo_is_read_at_head_not_from_the_work_tree(tmp_path, ctx):
+    root = tmp_path / "repo"
+    _write(root, {"a.py": "COMMITTED = 1\n", "docs/guide.md": "# Guide\n", "gone.py": "G = 1\n",
+                  ".quireignore": "docs/\n"})
+    os.symlink("a.py", root / "alias.py")  # inside the tree: followed to the committed file
+    os.symlink("docs", root / "docs_link")  # a folder: not followed
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "init")
+    blob = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD:a.py"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    _git(root, "update-index", "--add", "--cacheinfo", f"160000,{blob},vendor/sub")  # a submodule entry
+    _git(root, "commit", "-q", "-m", "sub")
+    (root / "a.py").write_text("EDITED_BUT_NOT_COMMITTED = 2\n")
+    (root / "gone.py").unlink()
+    doc = extract_codebase(root, ctx)
+    assert doc.meta["source"] == "git"
+    assert _files(doc) == {"a.py", "alias.py", "gone.py", ".quireignore"}
+    assert "COMMITTED = 1" in _segment_at(doc, "a.py", 1).text
+    assert "COMMITTED = 1" in _segment_at(doc, "alias.py", 1).text
+    assert "gone.py" in {s.locator.path for s in doc.segments}  # deleted locally, still in HEAD
+    reasons = {s["path"]: s["reason"] for s in doc.meta["skipped"]}
+    assert reasons["vendor/sub"].startswith("submodule")
+    assert reasons["docs_link"].startswith("symlinked folder")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert doc.meta["git"] == {"commit": head, "changed_in_work_tree": 2}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_repo_without_a_commit_reads_its_index(tmp_path, ctx):
+    root = tmp_path / "fresh"
+    _write(root, {"staged.py": "S = 1\n", "loose.py": "L = 2\n"})
+    _git(root, "init", "-q")
+    _git(root, "add", "staged.py")
+    doc = extract_codebase(root, ctx)
+    assert doc.meta["source"] == "git"
+    assert _files(doc) == {"staged.py"}
+
+
 # -- archives -----------------------------------------------------------------
 def _zip_with_attacks(path: Path) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
