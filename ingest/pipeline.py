@@ -27,7 +27,7 @@ from storage.blobs import BlobStore
 from storage.db import Database
 
 log = logging.getLogger(__name__)
-BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code")
+BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code", "ingest.notebook")
 _loaded = False
 
 
