@@ -49,17 +49,107 @@ class OcrEngine:
         self._ocr = RapidOCR(**opts)
         self._lock = threading.Lock()
 
-    def read(self, image) -> list[OcrLine]:
-        """Text lines of ``image`` (a numpy array: grey HxW or BGR HxWx3, uint8), top to bottom."""
+    def read(self, image) -> OcrPage:
+        """Text lines of ``image`` (a numpy array: grey HxW or BGR HxWx3, uint8), read upright.
+
+        A page scanned sideways or upside down is turned and read again: most detected lines
+        standing tall means a quarter turn, and RapidOCR's line classifier tells which way (it
+        also tells when wide lines are upside down: a half turn)."""
+        import numpy as np
+
+        height, width = image.shape[:2]
         with self._lock:
             result, _ = self._ocr(image)
+            turn = self._turn(image, result)
+            if turn:
+                result, _ = self._ocr(np.ascontiguousarray(np.rot90(image, turn)))
         lines = []
         for points, text, score in result or []:
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             text = str(text).strip()
             if text and float(score) >= MIN_SCORE:
                 lines.append(OcrLine(text, (min(xs), min(ys), max(xs), max(ys)), float(score)))
-        return lines
+        return OcrPage(sorted(lines, key=lambda line: (line.box[1], line.box[0])), turn, (width, height))
+
+    def _turn(self, image, result) -> int:
+        """Quarter turns anticlockwise that make the page upright (0 for most pages, at the cost of
+        classifying a couple of dozen lines)."""
+        if not result:
+            return 0
+        tall = _mostly_tall(result)
+        lines = [r for r in result if _is_tall(r[0]) == tall]
+        # RapidOCR turns a tall line anticlockwise before classifying it, as a quarter turn would
+        flipped = self._mostly_upside_down(image, lines)
+        if tall:
+            return 3 if flipped else 1
+        return 2 if flipped else 0
+
+    def _mostly_upside_down(self, image, result) -> bool:
+        """Whether RapidOCR's line classifier finds most of the longest lines turned 180 degrees.
+
+        Uses its internals (pinned version); if they change, pages are taken as upright."""
+        import numpy as np
+
+        longest = sorted(result, key=lambda r: -_length(r[0]))[:ORIENTATION_LINES]
+        try:
+            crops = self._ocr.get_crop_img_list(image, [np.array(r[0], dtype=np.float32) for r in longest])
+            crops = [np.dstack([c, c, c]) if c.ndim == 2 else c for c in crops]  # the classifier wants BGR
+            _, labels, _ = self._ocr.text_cls(crops)
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.debug("orientation check unavailable: %s", exc)
+            return False
+        flipped = sum(1 for label, score in labels if "180" in str(label) and score >= 0.9)
+        return flipped > len(labels) / 2
+
+
+ORIENTATION_LINES = 24  # the longest lines of a page that vote on whether it is upside down
+
+
+def _extent(points) -> tuple[float, float]:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return max(xs) - min(xs), max(ys) - min(ys)
+
+
+def _is_tall(points) -> bool:
+    w, h = _extent(points)
+    return h >= 2 * w
+
+
+def _length(points) -> float:
+    return max(_extent(points))
+
+
+def _mostly_tall(result) -> bool:
+    """Whether most detected lines with some length stand upright (text running up or down the page)."""
+    tall = wide = 0
+    for points, _, _ in result:
+        w, h = _extent(points)
+        tall += h >= 2 * w
+        wide += w >= 2 * h
+    return tall >= 3 and tall > 2 * wide
+
+
+@dataclass
+class OcrPage:
+    """What OCR read: lines with boxes in the upright image, which is the input turned ``turn``
+    quarter turns anticlockwise (``numpy.rot90``); ``size`` is the input's (width, height)."""
+
+    lines: list[OcrLine]
+    turn: int = 0
+    size: tuple[int, int] = (0, 0)
+
+    def unturn(self, box: Box) -> Box:
+        """A box of the upright image in the input image's pixels."""
+        w, h = self.size
+        x0, y0, x1, y1 = box
+        turn = self.turn % 4
+        if turn == 1:
+            return (w - y1, x0, w - y0, x1)
+        if turn == 2:
+            return (w - x1, h - y1, w - x0, h - y0)
+        if turn == 3:
+            return (y0, h - x1, y1, h - x0)
+        return box
 
 
 _engine: OcrEngine | None = None
@@ -182,11 +272,19 @@ def _union(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def ocr_pieces(lines: list[OcrLine], scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> list[Piece]:
-    """OCR lines to paragraph pieces in reading order (boxes scaled by ``scale``, then shifted)."""
-    pieces = from_lines(lines, scale, offset)
+def ocr_pieces(page: OcrPage, scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> list[Piece]:
+    """OCR lines to paragraph pieces in reading order (found upright), with boxes turned back to
+    the input image, scaled by ``scale`` (pixels to points) and shifted by ``offset``."""
+    pieces = from_lines(page.lines)
     if pieces:
         typical = median(p.line_height for p in pieces)
         for p in pieces:  # one line height per page keeps paragraph gaps comparable
             p.line_height = typical
-    return paragraphs(reading_order(pieces), join=" ")
+    ox, oy = offset
+    out = paragraphs(reading_order(pieces), join=" ")
+    for piece in out:
+        x0, y0, x1, y1 = (v * scale for v in page.unturn(piece.box))
+        piece.box = (x0 + ox, y0 + oy, x1 + ox, y1 + oy)
+        if page.turn:
+            piece.meta["turned"] = 90 * page.turn
+    return out

@@ -166,6 +166,38 @@ def test_scanned_page_is_read_by_ocr(corpus, ctx):
     assert texts and all(s.meta.get("ocr") and _inside(s.locator.bbox, rect) for s in texts)
 
 
+def test_scans_turned_sideways_or_upside_down_are_read_upright(corpus, ctx):
+    path = corpus / "pdfs/ocrmypdf/cardinal.pdf"  # one scanned page, baked in at 0, 90, 180 and 270 degrees
+    doc = extract_pdf(path, ctx)
+    pages = {n: [s for s in doc.segments if s.locator.page == n and s.kind == "text"] for n in range(1, 5)}
+    assert [{s.meta.get("turned") for s in pages[n]} for n in range(1, 5)] == [{None}, {90}, {180}, {270}]
+    upright = [s.text for s in pages[1]]
+    assert upright[0].startswith("The LinnSequencer")
+    words = [set(re.findall(r"[a-z]{4,}", " ".join(s.text for s in pages[n]).lower())) for n in range(1, 5)]
+    for n in (2, 3, 4):
+        assert pages[n][0].text.startswith("The LinnSequencer")  # the title first: read in order, not reversed
+        assert len(words[0] & words[n - 1]) / len(words[0]) > 0.9
+    pdf = pymupdf.open(path)
+    for n in range(1, 5):
+        title = pages[n][0].locator.bbox
+        assert _inside(title, pdf[n - 1].rect)
+        assert pymupdf.Rect(title).width > pymupdf.Rect(title).height if n in (1, 3) else \
+            pymupdf.Rect(title).height > pymupdf.Rect(title).width  # the box lies where the title is printed
+
+
+def test_ocr_boxes_turn_back_onto_the_input_image():
+    import numpy as np
+
+    from ingest.ocr import OcrPage
+
+    height, width = 5, 8
+    image = np.zeros((height, width))
+    image[1, 6] = 1  # the pixel at x=6, y=1
+    for turn in range(4):
+        y, x = np.argwhere(np.rot90(image, turn) == 1)[0]
+        assert OcrPage([], turn, (width, height)).unturn((x, y, x + 1, y + 1)) == (6, 1, 7, 2)
+
+
 def test_scan_without_ocr_keeps_page_images(corpus, ctx, blobs):
     doc = extract_pdf(corpus / "pdfs/py-pdf-sample-files/007-imagemagick-images/imagemagick-images.pdf", _no_ocr(ctx))
     assert doc.pages >= 2
@@ -230,6 +262,14 @@ def test_ruled_table_becomes_markdown_without_duplicated_cells(tmp_path, ctx):
     assert _inside(tables[0].locator.bbox, pymupdf.Rect(45, 95, 505, 201))
     others = _text(doc).replace(tables[0].text, "")
     assert "Quarterly" in others and "1810" not in others
+
+
+def test_table_without_outer_borders_is_found(corpus, ctx):
+    """A two-column table ruled only between rows and down the middle (its outline is implied)."""
+    doc = extract_pdf(corpus / "pdfs/pymupdf/cms-etc-filled.pdf", _no_ocr(ctx))
+    tables = [s for s in doc.segments if s.meta.get("table") and s.locator.page == 7]
+    assert tables and "**Alabama**" in tables[0].text and "Palmetto GBA" in tables[0].text
+    assert tables[0].text.splitlines()[1].count("|") == 3  # two columns
 
 
 def test_cancel_stops_between_pages(corpus, ctx):
