@@ -156,7 +156,7 @@ def child(method: str, arg: str) -> None:
     if method.startswith("quire"):
         from ingest import workers
 
-        workers._shutdown()  # reap the worker processes so their peak memory is counted
+        workers.shutdown()  # reaps the worker processes, so their peak memory is counted
     out["peak_mb"] = peak_mb()
     print("RESULT " + json.dumps(out))
 

@@ -37,10 +37,13 @@ def discard(broken: ProcessPoolExecutor) -> None:
     """Kill a pool's workers (a hung reader ignores politer requests) and forget it."""
     global _pool
     with _lock:
-        for proc in list(getattr(broken, "_processes", {}).values()):
+        procs = list(getattr(broken, "_processes", {}).values())
+        for proc in procs:
             if proc.is_alive():
                 proc.kill()
         broken.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.join(timeout=5)  # reap them: no zombies, and their peak memory reaches rusage
         if _pool is broken:
             _pool = None
 
@@ -58,11 +61,14 @@ def progress_queue():
 
 
 @atexit.register
-def _shutdown() -> None:
+def shutdown() -> None:
+    """Stop the workers and the progress manager (at exit, or when a caller wants them gone now)."""
+    global _manager
     if _pool is not None:
         discard(_pool)
     if _manager is not None:
         _manager.shutdown()
+        _manager = None
 
 
 def run_all(
