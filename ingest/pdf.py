@@ -47,6 +47,8 @@ TABLE_MIN_RULES = 3  # horizontal and vertical rules a page needs before find_ta
 TABLE_MAX_PATHS = 5000  # pages with more vector paths than this are drawings, not tables
 TABLE_MAX_CROSSINGS = 20_000  # beyond this many crossing rules the cheap test hands over to the finder
 TABLE_SNAP = 3.0  # points: the table finder's snap and join tolerance
+TABLE_CELL_CHARS = 40  # a line this short may be a table cell
+TABLE_MIN_COLUMN_ROWS = 4  # rows of three or more such cells before the layout model looks for a table
 PageError = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
 
 
@@ -239,7 +241,7 @@ def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.Oc
         size = info.pop("pixels")
         if native:
             info["text_layer"] = "native"
-            pieces = _with_tables(page, pieces) + _form(page) + _figures(page, display, ctx)
+            pieces = _with_tables(page, pieces, ctx.settings.pdf_tables) + _form(page) + _figures(page, display, ctx)
             return PageResult(_segments(paragraphs(reading_order(pieces)), number, ctx), info)
         return _scanned(page, info, pieces, ctx, engine, size)
     except PageError as exc:
@@ -380,12 +382,20 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 
 
 # -- tables and forms ---------------------------------------------------------------------
-def _with_tables(page: pymupdf.Page, pieces: list[Piece]) -> list[Piece]:
-    """Tables as Markdown pieces; text blocks inside a table's box are dropped (the table has them)."""
-    if page.rotation or not _side_by_side(pieces) or not _ruled_grid(page):
+def _with_tables(page: pymupdf.Page, pieces: list[Piece], mode: str = "ruled") -> list[Piece]:
+    """Tables as Markdown pieces; text blocks inside a table's box are dropped (the table has them).
+
+    ``mode`` is Settings.pdf_tables: ruled tables only, or also unruled ones through the layout model."""
+    if mode == "off" or page.rotation or not _side_by_side(pieces):
+        return pieces
+    if _ruled_grid(page):
+        use_layout = False
+    elif mode == "layout" and _column_rows(page) >= TABLE_MIN_COLUMN_ROWS:
+        use_layout = True  # the layout model finds tables without rules (0.1-0.6 s a page)
+    else:
         return pieces
     try:
-        found = page.find_tables(use_layout=False).tables  # the layout model costs ~0.3 s a page
+        found = page.find_tables(use_layout=use_layout).tables
     except PageError:
         return pieces
     tables = []
@@ -419,6 +429,25 @@ def _side_by_side(pieces: list[Piece], needed: int = 2) -> bool:
                 if pairs >= needed:
                     return True
     return False
+
+
+def _column_rows(page: pymupdf.Page) -> int:
+    """How many rows of the page hold three or more short lines side by side (cells of a table
+    without rules, as MuPDF splits them)."""
+    flags = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
+    lines = sorted(((line["bbox"], "".join(s["text"] for s in line["spans"]).strip())
+                    for block in page.get_text("dict", flags=flags)["blocks"] for line in block.get("lines", ())),
+                   key=lambda item: item[0][1] + item[0][3])
+    rows, count, middle = 0, 0, None
+    for box, text in lines:
+        if not text:
+            continue
+        y, height = (box[1] + box[3]) / 2, box[3] - box[1]
+        if middle is None or abs(y - middle) > 0.4 * height:
+            rows += count >= 3
+            count, middle = 0, y
+        count += len(text) <= TABLE_CELL_CHARS
+    return rows + (count >= 3)
 
 
 def _center(box) -> pymupdf.Point:

@@ -68,6 +68,13 @@ class Settings:
     ocr: bool = _opt(True, "Read scanned pages and images with OCR (about 7 s a page on a CPU).")
     max_pdf_pages: int = _opt(5000, "Most pages read from one PDF; longer ones are refused with a message.")
     max_image_megapixels: int = _opt(100, "Largest image accepted, in megapixels (bigger ones are refused before decoding).")
+    pdf_tables: str = _opt(
+        "ruled",
+        "Tables read from PDFs as Markdown: 'ruled' (tables drawn with rules; fast), 'layout' (also tables "
+        "without rules, found by PyMuPDF's layout model on pages whose short lines stand in columns; about "
+        "0.1-0.6 s more for each such page) or 'off'.",
+        choices=("ruled", "layout", "off"),
+    )
     render_pages: str = _opt(
         "scans",
         "Page images stored at ingest: 'scans' (pages without a text layer; text pages keep a thumbnail and "

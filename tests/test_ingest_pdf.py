@@ -272,6 +272,20 @@ def test_table_without_outer_borders_is_found(corpus, ctx):
     assert tables[0].text.splitlines()[1].count("|") == 3  # two columns
 
 
+def test_unruled_table_is_found_only_in_layout_mode(corpus, ctx):
+    """A financial table ruled only under its header: the layout model finds it when asked."""
+    path = corpus / "pdfs/pymupdf/test_3725.pdf"
+    assert not [s for s in extract_pdf(path, _no_ocr(ctx)).segments if s.meta.get("table")]
+    ctx.settings.pdf_tables = "layout"
+    tables = [s for s in extract_pdf(path, ctx).segments if s.meta.get("table")]
+    assert len(tables) == 1
+    rows = [r for r in tables[0].text.splitlines() if "Commercial real estate" in r]
+    assert rows and {"12", "0.92"} <= {c.strip("* ") for c in rows[0].split("|")} and "112" in rows[0]
+    assert _inside(tables[0].locator.bbox, pymupdf.open(path)[0].rect)
+    ctx.settings.pdf_tables = "off"
+    assert not [s for s in extract_pdf(corpus / "pdfs/pymupdf/cms-etc-filled.pdf", ctx).segments if s.meta.get("table")]
+
+
 def test_cancel_stops_between_pages(corpus, ctx):
     ctx.cancelled = lambda: True
     with pytest.raises(IngestError, match="cancelled"):
