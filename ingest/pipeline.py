@@ -9,8 +9,6 @@ its segments in one transaction. One bad file never stops the batch.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import logging
 import os
 import shutil
 import tempfile
@@ -19,45 +17,15 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ingest.base import ExtractContext, Progress, registry
-from quire.errors import EmptyFile, IngestError, QuireError, TooLarge, UnsupportedFile
+from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor
+from quire.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
 from quire.document import ParsedDocument
 from quire.settings import Settings
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
-log = logging.getLogger(__name__)
-BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code", "ingest.notebook")
-_loaded = False
-
-
-def load_extractors() -> None:
-    """Import the built-in extractor modules, which register themselves with ``registry``."""
-    global _loaded
-    if not _loaded:
-        for name in BUILTIN_EXTRACTORS:
-            try:
-                importlib.import_module(name)
-            except ImportError as exc:  # one extractor's missing dependency must not stop the others
-                log.warning("extractor %s unavailable: %s", name, exc)
-        _loaded = True
-
-
-@dataclass
-class IngestResult:
-    name: str
-    status: str  # added | duplicate | error | cancelled
-    document_id: int | None = None
-    tokens: int = 0
-    pages: int = 0
-    segments: int = 0
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("added", "duplicate")
-
-
+__all__ = ["Ingestor", "IngestResult", "Job", "load_extractors", "sha256_file", "sniff_suffix"]
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -92,19 +60,6 @@ def sniff_suffix(path: Path) -> str | None:
     return None
 
 
-@dataclass
-class Job:
-    """A file that passed the checks and needs its extractor run."""
-
-    index: int
-    path: Path
-    name: str
-    suffix: str  # kept with the original: ".pdf", or what the content was sniffed as
-    sha: str | None  # None for folders: hashed from their content after extraction
-    password: str | None = None
-    lookup: str = ""  # the file name the extractor registry resolves (see _extractor_key)
-
-
 class Ingestor:
     """Runs the pipeline for one session.
 
@@ -130,6 +85,9 @@ class Ingestor:
     ) -> list[IngestResult]:
         paths = [Path(p) for p in paths]
         total = len(paths)
+        workers = min(self.settings.workers or os.cpu_count() or 1, total)
+        if workers > 1:
+            self.warm(workers)  # the workers import while the files are checked and hashed here
         results: dict[int, IngestResult] = {}
         jobs: list[Job] = []
 
@@ -140,22 +98,22 @@ class Ingestor:
 
         def finished(job: Job, outcome) -> None:
             if not isinstance(outcome, IngestResult):
-                outcome = _guard(job.name, lambda: self._store(session_id, job, outcome))
+                outcome = guard(job.name, lambda: self._store(session_id, job, outcome))
             record(job.index, outcome)
 
         for index, path in enumerate(paths):
             name = (names or {}).get(str(path)) or path.name
             password = (passwords.get(name) or passwords.get(str(path))) if isinstance(passwords, dict) else passwords
-            outcome = _guard(name, lambda: self.plan(session_id, index, path, name, password))
+            outcome = guard(name, lambda: self.plan(session_id, index, path, name, password))
             if isinstance(outcome, Job):
                 jobs.append(outcome)
             else:
                 record(index, outcome)
 
-        workers = self.settings.workers or os.cpu_count() or 1
+        workers = min(self.settings.workers or os.cpu_count() or 1, len(jobs))
         jobs.sort(key=_job_size, reverse=True)  # the biggest first, so no large file is left alone at the end
         if jobs and self.settings.workers != 1:  # in worker processes: parallel, and a crash cannot take the app down
-            self._run_pool(jobs, min(workers, len(jobs)), finished, progress, cancelled)
+            self._run_pool(jobs, workers, finished, progress, cancelled)
         else:
             for job in jobs:
                 if cancelled():
@@ -163,8 +121,15 @@ class Ingestor:
                     continue
                 progress(Progress("file", job.name, len(results), total))
                 ctx = self._context(job, progress, cancelled)
-                finished(job, _guard(job.name, lambda: _run_extractor(job, ctx)))
+                finished(job, guard(job.name, lambda: run_extractor(job, ctx)))
         return [results[i] for i in range(total)]
+
+    def warm(self, workers: int | None = None) -> None:
+        """Start the extraction workers ahead of the first batch (the app does it at launch)."""
+        from ingest import workers as pool
+        from ingest.jobs import warm_up
+
+        pool.warm(workers or self.settings.workers or os.cpu_count() or 1, warm_up)
 
     # -- steps ---------------------------------------------------------------------
     def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
@@ -204,7 +169,7 @@ class Ingestor:
         outcome = self.plan(session_id, 0, Path(path), name, password)
         if isinstance(outcome, IngestResult):
             return outcome
-        return self._store(session_id, outcome, _run_extractor(outcome, self._context(outcome, progress, cancelled)))
+        return self._store(session_id, outcome, run_extractor(outcome, self._context(outcome, progress, cancelled)))
 
     def _context(self, job: Job, progress, cancelled) -> ExtractContext:
         return ExtractContext(settings=self.settings, blobs=self.blobs, password=job.password,
@@ -231,7 +196,7 @@ class Ingestor:
 
         pool.run_all(
             [(job, self.settings, queue) for job in jobs],
-            _extract_in_worker,
+            extract_in_worker,
             workers=workers,
             timeout_s=self.settings.file_timeout_s,
             on_result=lambda item, out: finished(item[0], out[1] if out[0] == "ok" else IngestResult(item[0].name, "error", message=out[1])),
@@ -264,42 +229,6 @@ def _job_size(job: Job) -> int:
         return job.path.stat().st_size if job.path.is_file() else 1 << 40
     except OSError:
         return 0
-
-
-def _run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:
-    if job.path.is_dir():
-        from ingest.code import extract_codebase
-
-        return extract_codebase(job.path, ctx)
-    return registry.find(Path(job.lookup))(job.path, ctx)
-
-
-def _extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
-    """Runs in a worker process; errors come back as their user message (exceptions may not pickle)."""
-    job, settings, queue = item
-    load_extractors()
-    ctx = ExtractContext(settings=settings, blobs=BlobStore(settings.blob_dir), password=job.password,
-                         display_name=job.name, progress=queue.put)
-    outcome = _guard(job.name, lambda: _run_extractor(job, ctx))
-    return ("error", outcome.message) if isinstance(outcome, IngestResult) else ("ok", outcome)
-
-
-def _guard(name: str, step: Callable):
-    """Run one step for one file; any failure becomes that file's error result, never the batch's."""
-    try:
-        return step()
-    except MemoryError:
-        return IngestResult(name, "error", message=f"{name}: ran out of memory while reading it. Split it or lower the limits.")
-    except Exception as exc:  # noqa: BLE001 - the batch goes on; the message names the file and the cause
-        return IngestResult(name, "error", message=_describe(name, exc))
-
-
-def _describe(name: str, exc: BaseException) -> str:
-    if isinstance(exc, IngestError):
-        return exc.user_message()
-    if isinstance(exc, QuireError):
-        return f"{name}: {exc.user_message()}"
-    return f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."
 
 
 def _extractor_key(name: str, path: Path) -> str | None:

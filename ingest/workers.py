@@ -23,14 +23,26 @@ _size = 0
 
 
 def pool(workers: int) -> ProcessPoolExecutor:
+    """The shared pool, with at least ``workers`` processes (a bigger one is reused as it is)."""
     global _pool, _size
     with _lock:
-        if _pool is None or _size != workers:
+        if _pool is None or _size < workers:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=True)
             _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             _size = workers
         return _pool
+
+
+def warm(workers: int, call: Callable[[object], object]) -> None:
+    """Start the pool's workers now and have each run ``call`` (their imports), without waiting:
+    they get ready while this process does its own work."""
+    executor = pool(workers)
+    try:
+        for _ in range(workers):
+            executor.submit(call, None)
+    except BrokenProcessPool:
+        discard(executor)
 
 
 def discard(broken: ProcessPoolExecutor) -> None:

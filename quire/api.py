@@ -147,6 +147,14 @@ class Quire:
         ingestor = Ingestor(self.settings, self.db, self.blobs)
         return ingestor.ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled, names=names)
 
+    def warm_ingest(self) -> None:
+        """Start the extraction workers now (their imports take about a second), so the first
+        upload does not wait for them. The app calls it at launch."""
+        from ingest.pipeline import Ingestor
+
+        if self.settings.workers != 1:
+            Ingestor(self.settings, self.db, self.blobs).warm()
+
     def documents(self, session: str) -> list[repo.DocumentInfo]:
         return repo.session_documents(self.db, self.session(session, create=False).id)
 

@@ -81,6 +81,7 @@ def serve(settings: Settings) -> None:
         app = build_app(quire)
         exports = export_dir(quire)
         exports.mkdir(parents=True, exist_ok=True)
+        quire.warm_ingest()
         app.queue(default_concurrency_limit=4).launch(
             server_name=settings.host,
             server_port=settings.port,
