@@ -402,7 +402,7 @@ def _with_tables(page: pymupdf.Page, pieces: list[Piece], mode: str = "ruled") -
     for table in found:
         if table.row_count < 2 or table.col_count < 2:
             continue
-        markdown = table.to_markdown(clean=False).strip()
+        markdown = table_markdown(table)
         if markdown:
             tables.append(Piece(tuple(table.bbox), markdown, 10.0, {"table": True}))
     if not tables:
@@ -410,6 +410,48 @@ def _with_tables(page: pymupdf.Page, pieces: list[Piece], mode: str = "ruled") -
     areas = [pymupdf.Rect(t.box) for t in tables]
     kept = [p for p in pieces if not any(_center(p.box) in area for area in areas)]
     return kept + tables
+
+
+def table_markdown(table) -> str:
+    """A found table as GitHub Markdown, its cells filled from one word list of the page.
+
+    PyMuPDF's own ``to_markdown`` builds a text dictionary of the page for every cell, which
+    cost more than finding the table. Merged cells repeat their neighbour's text, as there."""
+    words = table.textpage.extractWORDS()  # (x0, y0, x1, y1, word, block, line, word number)
+    grid: list[list[str | None]] = []
+    for row in table.rows:
+        top, bottom = row.bbox[1], row.bbox[3]
+        in_row = [w for w in words if top <= (w[1] + w[3]) / 2 <= bottom]
+        cells: list[str | None] = []
+        for box in row.cells:
+            if box is None:
+                cells.append(None)
+                continue
+            lines: dict[tuple[int, int], list[str]] = {}
+            for w in in_row:
+                if box[0] <= (w[0] + w[2]) / 2 <= box[2] and box[1] <= (w[1] + w[3]) / 2 <= box[3]:
+                    lines.setdefault((w[5], w[6]), []).append(w[4])
+            text = "<br>".join(" ".join(parts) for parts in lines.values())
+            cells.append(_clean(text).replace("|", "\\|"))
+        grid.append(cells)
+    if not grid:
+        return ""
+    for cells in grid:  # a cell merged across columns: its text to the right
+        for i in range(1, len(cells)):
+            if cells[i] is None:
+                cells[i] = cells[i - 1]
+    for i in range(len(grid[0])):  # ... and across rows: downwards
+        for j in range(1, len(grid)):
+            if grid[j][i] is None:
+                grid[j][i] = grid[j - 1][i]
+    header, body = grid[0], grid[1:]
+    found = table.header  # the finder's header: the first row, or a line of names just above the table
+    if found.external and len(found.names) == len(header):
+        header, body = [_clean(n or "").replace("\n", "<br>").replace("|", "\\|") for n in found.names], grid
+    header = [cell or f"Col{i + 1}" for i, cell in enumerate(header)]
+    rows = ["|" + "|".join(header) + "|", "|" + "|".join("---" for _ in header) + "|"]
+    rows += ["|" + "|".join(cell or "" for cell in cells) + "|" for cells in body]
+    return "\n".join(rows)
 
 
 def _side_by_side(pieces: list[Piece], needed: int = 2) -> bool:
