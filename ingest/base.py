@@ -21,13 +21,16 @@ from ingest.tokens import estimate_tokens
 
 @dataclass
 class Progress:
-    """One progress event: ``done`` of ``total`` units (files or pages) for ``name``."""
+    """One progress event: ``done`` of ``total`` units (files or pages) for ``name``; "done" and
+    "error" events also carry the pages and tokens stored so far in the batch."""
 
     stage: str  # "file", "page", "done", "error"
     name: str
     done: int = 0
     total: int = 0
     message: str = ""
+    pages: int = 0
+    tokens: int = 0
 
 
 @dataclass

@@ -94,7 +94,9 @@ class Ingestor:
         def record(index: int, outcome: IngestResult) -> None:
             results[index] = outcome
             stage = "error" if outcome.status == "error" else "done"
-            progress(Progress(stage, outcome.name, len(results), total, outcome.message))
+            pages = sum(r.pages for r in results.values() if r.status == "added")
+            tokens = sum(r.tokens for r in results.values() if r.status == "added")
+            progress(Progress(stage, outcome.name, len(results), total, outcome.message, pages, tokens))
 
         def finished(job: Job, outcome) -> None:
             if not isinstance(outcome, IngestResult):
@@ -157,7 +159,7 @@ class Ingestor:
             raise UnsupportedFile(
                 name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
                 hint="Supported: PDF, EPUB, XPS, images, text, Markdown, CSV/TSV, JSON, HTML, e-mail (.eml), DOCX, "
-                     "PPTX, source code and zip/tar archives of code.",
+                     "PPTX, Jupyter notebooks, source code and zip/tar archives of code.",
             )
         return Job(index, path, name, _suffix_of(lookup), sha, password, lookup)
 

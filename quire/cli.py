@@ -102,6 +102,9 @@ def cmd_ingest(settings: Settings, args) -> int:
             print(f"\r  {event.name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
         elif event.stage == "file":
             print(f"[{event.done + 1}/{event.total}] {event.name}", file=sys.stderr, flush=True)
+        elif event.stage in ("done", "error"):
+            print(f"\r[{event.done}/{event.total} files, {event.pages:,} pages, ~{event.tokens:,} tokens] "
+                  f"{event.name}\033[K", end="", file=sys.stderr, flush=True)
 
     with Quire(settings) as q:
         results = q.ingest(args.session, args.paths, passwords=_passwords(args.password), progress=progress)

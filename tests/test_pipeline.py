@@ -27,3 +27,17 @@ def test_an_unknown_type_is_refused_and_the_batch_goes_on(settings, db, blobs, t
     bad, ok = Ingestor(settings.replace(workers=1), db, blobs).ingest(session.id, [odd, good])
     assert bad.status == "error" and bad.message.startswith("data.xyz: is a file type Quire does not read (.xyz)")
     assert ok.status == "added"
+
+
+def test_progress_counts_files_pages_and_tokens_across_workers(settings, db, blobs, tmp_path, corpus):
+    paths = [corpus / "pdfs/pdfjs/tracemonkey.pdf", corpus / "pdfs/py-pdf-sample-files/004-pdflatex-4-pages/pdflatex-4-pages.pdf",
+             tmp_path / "bad.pdf"]
+    paths[2].write_bytes(b"%PDF-1.4\n%%EOF\n")
+    events = []
+    session = repo.create_session(db, "s")
+    results = Ingestor(settings.replace(workers=2), db, blobs).ingest(session.id, paths, progress=events.append)
+    finished = [e for e in events if e.stage in ("done", "error")]
+    assert [e.done for e in finished] == [1, 2, 3] and {e.total for e in finished} == {3}
+    assert finished[-1].pages == sum(r.pages for r in results if r.status == "added") == 18
+    assert finished[-1].tokens == sum(r.tokens for r in results if r.status == "added") > 10_000
+    assert any(e.stage == "page" and e.name == "tracemonkey.pdf" and e.done == e.total == 14 for e in events)

@@ -31,7 +31,8 @@ def progress_reporter(progress: gr.Progress, files: int):
             share = (position["file"] + event.done / event.total) / max(files, 1)
             progress(min(share, 1.0), desc=f"{event.name}: page {event.done}/{event.total}")
         elif event.stage in ("done", "error"):
-            progress(event.done / max(files, 1), desc=f"Finished {event.name}")
+            progress(event.done / max(files, 1), desc=f"Finished {event.name}: {event.done}/{files} files, "
+                                                      f"{event.pages:,} pages, ~{event.tokens:,} tokens so far")
 
     return report
 
