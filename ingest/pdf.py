@@ -496,43 +496,20 @@ def _center(box) -> pymupdf.Point:
     return pymupdf.Point((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
-_PATH_OPS = re.compile(rb"\s(re|l|cm)(?=\s)")
+_PATH_OPS = re.compile(rb"\s(?:re|l)\s")
 
 
-def _no_grid_in_stream(page: pymupdf.Page) -> bool:
-    """Whether the page's own content stream surely draws no table grid: too few lines and
-    rectangles, or none that could stand upright (every rule is a horizontal underline).
+def _few_paths(page: pymupdf.Page) -> bool:
+    """Whether the page's own content stream draws too few lines and rectangles for a ruled table.
 
-    Reading the stream is far cheaper than interpreting the page. Whatever this cannot judge
-    (form XObjects, turned coordinates, polylines, odd operands) is left to the full test."""
+    Reading the stream is far cheaper than interpreting the page; pages that draw through form
+    XObjects are not judged here."""
     if page.get_xobjects():
         return False
     try:
-        stream = page.read_contents()
+        return len(_PATH_OPS.findall(page.read_contents())) < 2 * TABLE_MIN_RULES
     except (RuntimeError, ValueError):
         return False
-    ops = [(m.group(1), m.start()) for m in _PATH_OPS.finditer(stream)]
-    if sum(op != b"cm" for op, _ in ops) < 2 * TABLE_MIN_RULES:
-        return True
-    try:
-        for op, at in ops:
-            if op == b"re":
-                w, h = (float(v) for v in stream[max(0, at - 96):at].split()[-2:])
-                if abs(h) > 3 and abs(w) > 0:
-                    return False  # a vertical rule, or a box whose sides are rules
-            elif op == b"l":
-                x0, y0, move, x1, y1 = stream[max(0, at - 160):at].split()[-5:]
-                if move != b"m":
-                    return False  # a polyline: only a full interpretation sees every segment
-                if abs(float(x1) - float(x0)) < 1 and abs(float(y1) - float(y0)) > 3:
-                    return False
-            else:
-                a, b, c, d, e, f = stream[max(0, at - 200):at].split()[-6:]
-                if float(b) or float(c):
-                    return False  # rotated or skewed drawing: horizontal may be vertical
-    except ValueError:
-        return False  # operands that are not plain numbers
-    return True
 
 
 def _ruled_grid(page: pymupdf.Page) -> bool:
@@ -543,7 +520,7 @@ def _ruled_grid(page: pymupdf.Page) -> bool:
     group of connected rules is added as it does (a table drawn without outer borders still has
     them). A table of at least 2 x 2 cells then needs three horizontal and three vertical rules
     that each cross three of the others."""
-    if _no_grid_in_stream(page):
+    if _few_paths(page):
         return False
     paths = page.get_cdrawings()
     if len(paths) > TABLE_MAX_PATHS:
