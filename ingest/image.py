@@ -141,6 +141,6 @@ def _ocr_segments(image: Image.Image, name: str, engine: ocr.OcrEngine, ctx: Ext
         text = piece.text.strip()
         if text:
             box = tuple(round(min(max(v, 0.0), limit), 1) for v, limit in zip(piece.box, (image.width, image.height) * 2))
-            out.append(Segment("text", text, Locator(path=name, bbox=box), tokens=ctx.count_tokens(text),
-                               meta={"ocr": True}))
+            meta = {"ocr": True, **({"turned": piece.meta["turned"]} if piece.meta.get("turned") else {})}
+            out.append(Segment("text", text, Locator(path=name, bbox=box), tokens=ctx.count_tokens(text), meta=meta))
     return out

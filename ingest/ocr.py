@@ -286,5 +286,5 @@ def ocr_pieces(page: OcrPage, scale: float = 1.0, offset: tuple[float, float] = 
         x0, y0, x1, y1 = (v * scale for v in page.unturn(piece.box))
         piece.box = (x0 + ox, y0 + oy, x1 + ox, y1 + oy)
         if page.turn:
-            piece.meta["turned"] = 90 * page.turn
+            piece.meta["turned"] = 90 * page.turn  # degrees the scan was turned anticlockwise to be read
     return out

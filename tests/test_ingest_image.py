@@ -73,6 +73,27 @@ def test_screenshot_is_read_by_ocr(corpus, ctx):
         assert 0 <= x0 < x1 <= 900 and 0 <= y0 < y1 <= 260 and seg.meta == {"ocr": True}
 
 
+@pytest.mark.parametrize("angle", [90, 270])
+def test_a_photo_taken_sideways_is_read_upright(ctx, angle):
+    lines = ["Invoice total 4512 EUR", "Payment due in March", "Account 889 Ghent", "Thank you for your order"]
+    page = Image.new("RGB", (900, 90 + 110 * len(lines)), "white")
+    draw = ImageDraw.Draw(page)
+    for n, line in enumerate(lines):
+        draw.text((30, 40 + 110 * n), line, fill="black", font=ImageFont.load_default(size=44))
+    path = Path(ctx.settings.home) / f"sideways{angle}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.rotate(angle, expand=True).save(path)  # the image as the camera stored it: text running up or down
+    doc = extract_image(path, ctx)
+    texts = [s for s in doc.segments if s.kind == "text"]
+    joined = " ".join(s.text for s in texts).lower()
+    assert joined.index("invoice") < joined.index("payment") < joined.index("thank")  # in reading order
+    assert {s.meta.get("turned") for s in texts} == {360 - angle}  # turned back anticlockwise
+    width, height = page.height, page.width  # the stored image is turned: its sides swap
+    for seg in texts:
+        x0, y0, x1, y1 = seg.locator.bbox
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and (y1 - y0) > (x1 - x0)  # boxes stand upright
+
+
 @pytest.mark.parametrize("fmt,suffix", [("GIF", ".gif"), ("WEBP", ".webp"), ("TIFF", ".tif"), ("BMP", ".bmp")])
 def test_other_formats_are_stored_as_png(tmp_path, ctx, blobs, fmt, suffix):
     path = tmp_path / ("pic" + suffix)
