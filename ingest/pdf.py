@@ -434,8 +434,8 @@ def table_markdown(table) -> str:
             text = "<br>".join(" ".join(parts) for parts in lines.values())
             cells.append(_clean(text).replace("|", "\\|"))
         grid.append(cells)
-    if not grid:
-        return ""
+    if not any(cell for cells in grid for cell in cells):
+        return ""  # rules around nothing (a drawing, an empty form grid): not a table
     for cells in grid:  # a cell merged across columns: its text to the right
         for i in range(1, len(cells)):
             if cells[i] is None:

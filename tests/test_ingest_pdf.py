@@ -267,6 +267,14 @@ def test_ruled_table_becomes_markdown_without_duplicated_cells(tmp_path, ctx):
     assert "Quarterly" in others and "1810" not in others
 
 
+def test_rules_around_no_text_are_not_a_table(corpus, ctx):
+    """test_2904.pdf draws a ruled box on page 6 that the finder takes for a 2 x 4 table of nothing."""
+    doc = extract_pdf(corpus / "pdfs/pymupdf/test_2904.pdf", _no_ocr(ctx))
+    tables = [s for s in doc.segments if s.meta.get("table")]
+    assert not [t for t in tables if t.locator.page == 6]
+    assert all(re.search(r"\w", t.text.split("\n", 2)[-1]) for t in tables)  # every table kept has text in its cells
+
+
 def test_table_without_outer_borders_is_found(corpus, ctx):
     """A two-column table ruled only between rows and down the middle (its outline is implied)."""
     doc = extract_pdf(corpus / "pdfs/pymupdf/cms-etc-filled.pdf", _no_ocr(ctx))
