@@ -448,6 +448,8 @@ def table_markdown(table) -> str:
     found = table.header  # the finder's header: the first row, or a line of names just above the table
     if found.external and len(found.names) == len(header):
         header, body = [_clean(n or "").replace("\n", "<br>").replace("|", "\\|") for n in found.names], grid
+    keep = [i for i in range(len(header)) if header[i] or any(cells[i] for cells in body)]  # no empty columns
+    header, body = [header[i] for i in keep], [[cells[i] for i in keep] for cells in body]
     header = [cell or f"Col{i + 1}" for i, cell in enumerate(header)]
     rows = ["|" + "|".join(header) + "|", "|" + "|".join("---" for _ in header) + "|"]
     rows += ["|" + "|".join(cell or "" for cell in cells) + "|" for cells in body]
