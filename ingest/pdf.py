@@ -619,7 +619,7 @@ def _join_rules(rules: list[tuple]) -> list[tuple]:
 def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractContext) -> list[Piece]:
     """Embedded images and charts big enough to matter, rendered from their region as image pieces
     (they take their place in reading order like any block)."""
-    if page.rotation or not page.get_images():  # get_image_info() builds a text page: skip it when it can
+    if page.rotation or not _may_show_images(page):  # get_image_info() builds a text page: skip it when it can
         return []
     area = page.rect.width * page.rect.height
     out: list[Piece] = []
@@ -641,6 +641,19 @@ def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractConte
         if len(out) >= FIGURES_PER_PAGE:
             break
     return out
+
+
+_INLINE_IMAGE = re.compile(rb"\sBI\s")
+
+
+def _may_show_images(page: pymupdf.Page) -> bool:
+    """Whether the page draws any image: from its resources, through a form, or inline."""
+    if page.get_images() or page.get_xobjects():
+        return True
+    try:
+        return _INLINE_IMAGE.search(page.read_contents()) is not None
+    except (RuntimeError, ValueError):
+        return True
 
 
 def _form(page: pymupdf.Page) -> list[Piece]:

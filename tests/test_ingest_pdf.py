@@ -267,6 +267,16 @@ def test_ruled_table_becomes_markdown_without_duplicated_cells(tmp_path, ctx):
     assert "Quarterly" in others and "1810" not in others
 
 
+def test_figures_drawn_through_forms_are_kept(corpus, ctx, tmp_path):
+    """test-3820.pdf page 1 draws its pictures inside form XObjects, not from the page's own images."""
+    one = pymupdf.open(corpus / "pdfs/pymupdf/test-3820.pdf")
+    one.select([0])
+    one.save(tmp_path / "page1.pdf")
+    doc = extract_pdf(tmp_path / "page1.pdf", _no_ocr(ctx))
+    figures = [s for s in doc.segments if s.meta.get("figure")]
+    assert figures and all(s.kind == "image" and s.image_sha for s in figures)
+
+
 def test_rules_around_no_text_are_not_a_table(corpus, ctx):
     """test_2904.pdf draws a ruled box on page 6 that the finder takes for a 2 x 4 table of nothing."""
     doc = extract_pdf(corpus / "pdfs/pymupdf/test_2904.pdf", _no_ocr(ctx))
