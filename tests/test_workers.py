@@ -1,6 +1,11 @@
 """The extraction pool: a crash or a hang is pinned on its own file; the rest of the batch goes on."""
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from ingest import workers
 from tests.worker_jobs import job
@@ -30,3 +35,25 @@ def test_cancel_before_start():
     workers.run_all(["x", "y"], job, workers=1, timeout_s=5, cancelled=lambda: True,
                     on_result=lambda i, o: results.append(i), on_failure=print, on_cancel=cancelled.append)
     assert len(cancelled) + len(results) == 2  # each item ends in exactly one callback
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead, only not reaped yet
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_and_manager_go_when_the_app_is_killed():
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "tests.worker_jobs"], cwd=root, stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+    proc.send_signal(signal.SIGKILL)  # no atexit, no shutdown: only the workers' own watch can end them
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if _alive(pid)]

@@ -12,3 +12,24 @@ def job(item: str) -> str:
     if item == "error":
         raise ValueError("bad input")
     return item.upper()
+
+
+def start_pool_and_wait() -> None:
+    """Run as a script: start the pool and the progress manager, print their pids, then idle until killed."""
+    from ingest import workers
+
+    workers.warm(2, job_ready)
+    workers.progress_queue()
+    executor = workers.pool(2)
+    while len(executor._processes) < 2:
+        time.sleep(0.1)
+    print(" ".join(str(p) for p in [*executor._processes, workers._manager._process.pid]), flush=True)
+    time.sleep(600)
+
+
+def job_ready(_: object) -> bool:
+    return True
+
+
+if __name__ == "__main__":
+    start_pool_and_wait()
