@@ -322,20 +322,18 @@ def collect_git(root: str, tree: gitrepo.HeadTree, rules: IgnoreRules) -> Collec
 
 def _committed_link(rel: str, target: bytes, files: dict) -> tuple[object, str]:
     """(the committed file a symlink points to, "") or (None, why it is not followed)."""
-    for _ in range(8):  # a chain of links inside the tree, not a loop
-        resolved = gitrepo.link_target(rel, target)
-        if resolved is None:
-            return None, "symlink pointing outside the codebase: not followed"
-        entry = files.get(resolved)
-        if entry is None:
-            folder = resolved + "/"
-            if any(path.startswith(folder) for path in files):
-                return None, "symlinked folder: not followed"
-            return None, "broken or special symlink"
-        if entry.mode != "120000":
-            return entry, ""
+    resolved = gitrepo.link_target(rel, target)
+    if resolved is None:
+        return None, "symlink pointing outside the codebase: not followed"
+    entry = files.get(resolved)
+    if entry is None:
+        folder = resolved + "/"
+        if any(path.startswith(folder) for path in files):
+            return None, "symlinked folder: not followed"
+        return None, "broken or special symlink"
+    if entry.mode == "120000":
         return None, "symlink to a symlink: not followed"
-    return None, "broken or special symlink"
+    return entry, ""
 
 
 def collect_tracked(root: str, tracked: list[str], rules: IgnoreRules) -> Collected:

@@ -197,14 +197,9 @@ class Piece:
         return self.box[2] - self.box[0]
 
 
-def from_lines(lines: Iterable[OcrLine], scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> list[Piece]:
-    """OCR lines as pieces, with boxes scaled (pixels to points) and shifted."""
-    ox, oy = offset
-    out = []
-    for line in lines:
-        x0, y0, x1, y1 = (v * scale for v in line.box)
-        out.append(Piece((x0 + ox, y0 + oy, x1 + ox, y1 + oy), line.text, y1 - y0, {"ocr": True}))
-    return out
+def from_lines(lines: Iterable[OcrLine]) -> list[Piece]:
+    """OCR lines as pieces, boxes still in the pixels of the image that was read."""
+    return [Piece(line.box, line.text, line.box[3] - line.box[1], {"ocr": True}) for line in lines]
 
 
 def reading_order(pieces: list[Piece]) -> list[Piece]:

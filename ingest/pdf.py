@@ -271,9 +271,9 @@ def _scanned(page, info, pieces, ctx, engine, size: tuple[int, int]) -> PageResu
 
 def _ocr(page: pymupdf.Page, engine: ocr.OcrEngine) -> list[Piece]:
     pix, zoom = _pixmap(page, OCR_DPI, OCR_MAX_SIDE**2, gray=True, max_side=OCR_MAX_SIDE)
-    lines = engine.read(_array(pix))
+    read = engine.read(_array(pix))
     del pix
-    found = ocr.ocr_pieces(lines, scale=1 / zoom, offset=(page.rect.x0, page.rect.y0))
+    found = ocr.ocr_pieces(read, scale=1 / zoom, offset=(page.rect.x0, page.rect.y0))
     return [_clip(p, page.rect) for p in found]
 
 

@@ -25,6 +25,8 @@ from storage.blobs import BlobStore
 from storage.db import Database
 
 __all__ = ["Ingestor", "IngestResult", "Job", "load_extractors", "sha256_file", "sniff_suffix"]
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -84,9 +86,8 @@ class Ingestor:
     ) -> list[IngestResult]:
         paths = [Path(p) for p in paths]
         total = len(paths)
-        workers = min(self.settings.workers or os.cpu_count() or 1, total)
-        if workers > 1:
-            self.warm(workers)  # the workers import while the files are checked and hashed here
+        if min(self._workers(), total) > 1:
+            self.warm(min(self._workers(), total))  # the workers import while the files are checked and hashed here
         results: dict[int, IngestResult] = {}
         jobs: list[Job] = []
 
@@ -111,7 +112,7 @@ class Ingestor:
             else:
                 record(index, outcome)
 
-        workers = min(self.settings.workers or os.cpu_count() or 1, len(jobs))
+        workers = min(self._workers(), len(jobs))
         jobs.sort(key=_job_size, reverse=True)  # the biggest first, so no large file is left alone at the end
         if jobs and self.settings.workers != 1:  # in worker processes: parallel, and a crash cannot take the app down
             self._run_pool(jobs, workers, finished, progress, cancelled)
@@ -130,7 +131,11 @@ class Ingestor:
         from ingest import workers as pool
         from ingest.jobs import warm_up
 
-        pool.warm(workers or self.settings.workers or os.cpu_count() or 1, warm_up)
+        pool.warm(workers or self._workers(), warm_up)
+
+    def _workers(self) -> int:
+        """Worker processes for a batch: the setting, or one per core."""
+        return self.settings.workers or os.cpu_count() or 1
 
     # -- steps ---------------------------------------------------------------------
     def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
