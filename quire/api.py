@@ -265,6 +265,11 @@ class Quire:
             turn.id = repo.save_turn(self.db, info.id, turn)
             yield Answer(turn, meta)
 
+    def stop(self) -> None:
+        """Stop the answer being generated now, from any thread (the UI's Stop button); it ends as cancelled."""
+        if self._runtime is not None:
+            self._runtime.cancel()
+
     def answer(self, session: str, question: str, **kw) -> Answer:
         """Ask and wait for the whole answer."""
         result = None

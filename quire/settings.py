@@ -58,6 +58,10 @@ class Settings:
         "sweep (map-reduce over the whole corpus, for questions about every document).",
         choices=("auto", "full", "focus", "sweep"),
     )
+    model_timeout_s: int = _opt(
+        300, "Longest silence from the CPU model's process before it counts as hung, is stopped and restarted, in "
+        "seconds (it reports progress about once a second while it computes)."
+    )
     prefix_cache_mb: int = _opt(
         4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."
     )

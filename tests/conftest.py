@@ -53,11 +53,12 @@ def ctx(settings, blobs) -> ExtractContext:
 
 
 @pytest.fixture(scope="session")
-def cpu_runtime():
-    """The real CPU default (SmolLM2-135M in llama.cpp), small window to keep tests fast."""
+def cpu_runtime(tmp_path_factory):
+    """The real CPU default (SmolLM2-135M in llama.cpp's worker process), small window to keep tests fast."""
     from backend.llamacpp import LlamaCppRuntime
 
-    rt = LlamaCppRuntime(Settings(home=Path("/nonexistent-unused"), context_window=2048, threads=2, max_answer_tokens=64))
+    home = tmp_path_factory.mktemp("cpu-runtime-home")
+    rt = LlamaCppRuntime(Settings(home=home, context_window=2048, threads=2, max_answer_tokens=64))
     rt.start()
     yield rt
     rt.shutdown()

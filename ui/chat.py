@@ -154,7 +154,7 @@ class ChatTab:
             question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
                             concurrency_id="model"),
         ]
-        stop.click(None, None, None, cancels=asked, api_visibility="private")
+        stop.click(self.q.stop, None, None, cancels=asked, api_visibility="private")
         for event in asked:
             event.then(summarize, session, summary, api_visibility="private")
         session.change(self.load, session, [chatbot, *turn_view, *viewer, strategy], api_name="history")
