@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
@@ -72,6 +73,8 @@ class Vocabulary:
     def __init__(self, model_path: Path) -> None:
         import llama_cpp
 
+        # llama-cpp-python routes llama.cpp's log through this logger; as Llama(verbose=False) does, errors only.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         self._lib = llama_cpp
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -149,6 +152,7 @@ class LlamaCppRuntime(Runtime):
         with self._state_lock:
             self._load_vocabulary()
             if not self._worker_alive():
+                self._terminate(hard=True)  # one that died while idle: reap it, close its socket
                 self._spawn()
             if not self._ready:
                 try:
@@ -288,7 +292,11 @@ class LlamaCppRuntime(Runtime):
             started = time.perf_counter()
             self._send(request)
             while True:
-                reply = self._next_reply(started)
+                try:
+                    reply = self._next_reply(started)
+                except BackendError:
+                    finished = True  # the worker is already stopped and restarted: nothing to abandon
+                    raise
                 kind = reply.get("type")
                 if kind == "delta":
                     yield Delta(reply["text"])

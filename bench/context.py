@@ -1,6 +1,11 @@
 """Context-engine benchmark on the CPU default. One run prints ``name=value`` lines.
 
-    .venv/bin/python bench/context.py [--window 8192] [--sweep-window 2048] [--skip-sweep]
+    .venv/bin/python bench/context.py [--window 8192] [--sweep-window 2048] [--skip-sweep] [--native-site DIR]
+
+- portable_over_native_prefill / _decode: raw prefill and decode tokens/s of the installed (portable) llama.cpp
+  build over a native (-march=native) build installed under DIR, alternated twice each (target >= 0.90). Make DIR
+  with: CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip wheel --no-cache-dir --no-deps llama-cpp-python==VERSION -w W
+  && .venv/bin/pip install --no-deps --target DIR W/*.whl
 
 - followup_ttft_ratio: a follow-up's time to first token over the first question's, same ~window-sized corpus
   (target <= 0.05).
@@ -15,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,13 +69,42 @@ def timed_answer(q: Quire, session: str, question: str, **kw):
     return a, time.perf_counter() - t
 
 
+def llama_speed(site: Path | None) -> dict:
+    env = dict(os.environ)
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("llama_speed.py"))], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def portable_vs_native(site: Path) -> None:
+    """The installed build against a -march=native one, alternated so that both see the same machine load."""
+    runs: dict[str, list[dict]] = {"portable": [], "native": []}
+    for _ in range(2):
+        runs["portable"].append(llama_speed(None))
+        runs["native"].append(llama_speed(site))
+    best = {k: {m: max(r[m] for r in v) for m in ("prefill_tokens_per_s", "decode_tokens_per_s")} for k, v in runs.items()}
+    assert runs["native"][0]["llama_cpp"] != runs["portable"][0]["llama_cpp"], "both runs used the same build"
+    for kind in ("portable", "native"):
+        print(f"{kind}_build={runs[kind][0]['llama_cpp']}")
+        print(f"{kind}_system_info={runs[kind][0]['system_info']}")
+        print(f"{kind}_prefill_tokens_per_s={best[kind]['prefill_tokens_per_s']}")
+        print(f"{kind}_decode_tokens_per_s={best[kind]['decode_tokens_per_s']}")
+    for m, name in (("prefill_tokens_per_s", "prefill"), ("decode_tokens_per_s", "decode")):
+        print(f"portable_over_native_{name}={best['portable'][m] / best['native'][m]:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--window", type=int, default=8192)
     ap.add_argument("--sweep-window", type=int, default=2048)
     ap.add_argument("--answer-tokens", type=int, default=48)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--native-site", type=Path, help="a folder with a native build of llama_cpp (see above)")
     args = ap.parse_args()
+    if args.native_site:
+        portable_vs_native(args.native_site)
     home = Path(tempfile.mkdtemp(prefix="quire-bench-"))
     base = Settings(home=home, threads=2, max_answer_tokens=args.answer_tokens)
 
@@ -98,7 +135,7 @@ def main() -> None:
         corpus_session(q, "over", args.sweep_window - 400, q.runtime())
         ctx = q.assemble("over", question, strategy="full")
         prompt_tokens = q.runtime().tokenize_prompt(ctx.prompt)
-        q.runtime().llm.reset()
+        q.runtime().reset_cache()
         _, quire_s = timed_answer(q, "over", question, strategy="full")
     from llama_cpp import Llama
 
