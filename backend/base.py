@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from quire.settings import Settings
+from core.settings import Settings
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Runtime(abc.ABC):
 
     def count_tokens(self, text: str) -> int:
         """Exact where the runtime has its tokenizer; subclasses override."""
-        from ingest.tokens import estimate_tokens
+        from core.tokens import estimate_tokens
 
         return estimate_tokens(text)
 

@@ -161,6 +161,6 @@ def best_passage(claim: str, source: str, limit: int = 300) -> str:
 
 
 def _empty_locator():
-    from quire.document import Locator
+    from core.document import Locator
 
     return Locator()

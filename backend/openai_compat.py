@@ -28,8 +28,8 @@ import httpx
 
 from backend import presets
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 FALLBACK_WINDOW = 8192
 SAFETY_MARGIN = 1.10  # cl100k is not the served model's tokenizer: count 10% over
@@ -157,7 +157,7 @@ class TokenEstimator:
             self.reported += reported
 
     def count(self, text: str) -> int:
-        from ingest.tokens import estimate_tokens
+        from core.tokens import estimate_tokens
 
         raw = estimate_tokens(text)
         return math.ceil(raw * self.ratio * self.margin) if raw else 0
@@ -303,7 +303,7 @@ class OpenAIRuntime(Runtime):
         )
 
     def _estimate_raw(self, prompt: Prompt) -> int:
-        from ingest.tokens import estimate_tokens
+        from core.tokens import estimate_tokens
 
         return estimate_tokens(prompt.system) + estimate_tokens(prompt.text_only()) + self.template_overhead()
 

@@ -8,8 +8,8 @@ from importlib import metadata
 from typing import Callable
 
 from backend.base import Runtime
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 ENTRY_POINT_GROUP = "quire.runtimes"
 

@@ -29,8 +29,8 @@ from typing import Any, Iterator
 
 from backend import presets
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 1800.0  # a 100B-parameter model can take many minutes to load

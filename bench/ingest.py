@@ -46,7 +46,7 @@ def peak_mb() -> float:
 # -- methods, each run inside a child process -------------------------------------------------
 def run_quire_pdfs(paths: list[str], ocr: bool = True) -> dict:
     from quire.api import Quire
-    from quire.settings import Settings
+    from core.settings import Settings
 
     home = tempfile.mkdtemp(prefix="qbench-")
     t = time.perf_counter()
@@ -93,7 +93,7 @@ def tree_size(root: Path) -> tuple[int, int]:
 def run_quire_code(root: str) -> dict:
     from ingest.base import ExtractContext
     from ingest.code import extract_codebase
-    from quire.settings import Settings
+    from core.settings import Settings
     from storage.blobs import BlobStore
 
     home = Path(tempfile.mkdtemp(prefix="qbench-"))
@@ -108,7 +108,7 @@ def run_quire_code(root: str) -> dict:
 def run_quire_code_e2e(root: str) -> dict:
     """Stored, searchable, counted: the whole pipeline into a fresh database; then reopening the session."""
     from quire.api import Quire
-    from quire.settings import Settings
+    from core.settings import Settings
     from storage import repo
 
     home = Path(tempfile.mkdtemp(prefix="qbench-"))

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quire.errors import QuireError
-from quire.settings import Settings
+from core.errors import QuireError
+from core.settings import Settings
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core.errors import QuireError
 from evals import plots, scoring
 from evals.runner import Item, Runner, sha_files, timings, write_json, write_table
 from evals.store import EvalRun
-from quire.errors import QuireError
 
 INSTRUCTION = " Quote the exact words of the contract. If the contract has no such clause, say that it does not."
 _QUOTED = re.compile(r"[\"“]([^\"“”]{3,2000})[\"”]")

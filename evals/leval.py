@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.errors import QuireError
 from evals import plots, scoring
 from evals.runner import Item, Runner, sha_files, timings, write_json, write_table
 from evals.store import EvalRun
-from quire.errors import QuireError
 
 MC_HINT = "\nAnswer with the letter of the correct option."
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import NotFound, QuireError
 from evals import store
 from evals.store import EvalRun
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import NotFound, QuireError
 from storage import repo
 
 
@@ -178,7 +178,7 @@ def _label(key: str, result: dict) -> str:
 # -- helpers shared by the evaluations ------------------------------------------------------------
 def text_document(name: str, text: str, para_chars: int = 2000) -> ParsedDocument:
     """A plain-text document cut into paragraph segments with line ranges (used only without ingest/text.py)."""
-    from ingest.tokens import estimate_tokens
+    from core.tokens import estimate_tokens
 
     segments, buf, start = [], [], 1
     lines = text.splitlines()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, insert, select, update
 
-from quire.errors import NotFound
+from core.errors import NotFound
 from storage.db import Database
 from storage.models import utcnow
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from backend.citations import parse_refs
-from quire.document import Locator
+from core.document import Locator
 from storage import repo
 from storage.db import Database
 

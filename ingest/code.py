@@ -21,14 +21,14 @@ from typing import Iterable, Iterator
 
 import pathspec
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import Cancelled, EmptyFile, TooLarge
+from core.tokens import estimate_sampled, estimate_tokens
 from ingest import gitrepo
 from ingest.archive import ArchiveLimits, ArchiveReader
 from ingest.base import ExtractContext, Progress, registry
 from ingest.notebook import NotNotebook, notebook_text
 from ingest.text import count_many, decode_bytes, read_text, split_lines
-from ingest.tokens import estimate_sampled, estimate_tokens
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import Cancelled, EmptyFile, TooLarge
 
 CHUNK_LINES = 60
 CHUNK_CHARS = 4000  # about 1,000 tokens of code

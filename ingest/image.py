@@ -15,10 +15,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import CorruptFile, EmptyFile, TooLarge
 from ingest import ocr
 from ingest.base import ExtractContext, Progress, registry
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import CorruptFile, EmptyFile, TooLarge
 
 MAX_SIDE = 4096  # stored images are downsampled to this long side
 MAX_PIXELS = 100_000_000  # refuse images with more pixels than this (a JPEG is decoded reduced instead)

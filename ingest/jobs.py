@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core.document import ParsedDocument
+from core.errors import IngestError, QuireError
 from ingest.base import ExtractContext, registry
-from quire.document import ParsedDocument
-from quire.errors import IngestError, QuireError
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
 def warm_up(_: object = None) -> bool:
     """Run in each new worker before the first file arrives: the imports cost about a second."""
     load_extractors()
-    from ingest.tokens import estimate_tokens
+    from core.tokens import estimate_tokens
 
     estimate_tokens("warm")
     return True

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.document import ParsedDocument
+from core.errors import CorruptFile, EmptyFile
 from ingest.base import ExtractContext, registry
-from quire.document import ParsedDocument
-from quire.errors import CorruptFile, EmptyFile
 
 OUTPUT_CHARS = 2000  # text output kept per cell; long logs are cut with a note
 

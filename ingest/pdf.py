@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pymupdf
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
 from ingest import ocr
 from ingest.base import ExtractContext, Progress, registry
 from ingest.ocr import Piece, paragraphs, reading_order
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
 
 MAX_PAGES = 5000  # default of Settings.max_pdf_pages
 MAX_RENDER_PIXELS = 12_000_000  # a stored page image never has more pixels than this (huge pages downsampled)

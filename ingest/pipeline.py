@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from core.document import ParsedDocument
+from core.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
+from core.settings import Settings
 from ingest.base import ExtractContext, Progress, registry
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor
-from quire.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
-from quire.document import ParsedDocument
-from quire.settings import Settings
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database

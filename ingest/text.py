@@ -17,10 +17,10 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import CorruptFile, EmptyFile, UnsupportedFile
+from core.tokens import estimate_many, estimate_tokens
 from ingest.base import ExtractContext, registry
-from ingest.tokens import estimate_many, estimate_tokens
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import CorruptFile, EmptyFile, UnsupportedFile
 
 PARA_CHARS = 3000  # a paragraph longer than this is cut at line, then sentence boundaries
 MIN_PARA_CHARS = 200  # shorter paragraphs (headings, list intros) join the next one

@@ -23,9 +23,9 @@ from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.registry import create_runtime, resolve_name, runtime_class
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
+from core.errors import QuireError
+from core.settings import Settings
 from ingest.base import Progress
-from quire.errors import QuireError
-from quire.settings import Settings
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from quire.errors import QuireError
-from quire.settings import Settings
+from core.errors import QuireError
+from core.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 from sqlalchemy import delete, func, select, text, update
 
-from quire.document import Locator, ParsedDocument
-from quire.errors import InvalidName, NotFound
+from core.document import Locator, ParsedDocument
+from core.errors import InvalidName, NotFound
 from storage.db import Database
 from storage.models import (
     Citation,

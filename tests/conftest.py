@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from ingest.base import ExtractContext
-from quire.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import Database
 

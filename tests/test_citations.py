@@ -1,5 +1,5 @@
-from quire.document import Locator
 from backend import citations
+from core.document import Locator
 from storage.repo import SegmentRecord
 
 

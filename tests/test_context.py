@@ -1,7 +1,7 @@
 """Context assembly with the real runtime's tokenizer."""
 
 from backend.context import assemble, render_segment
-from quire.document import Locator
+from core.document import Locator
 from storage.repo import SegmentRecord
 
 

@@ -8,11 +8,11 @@ import json
 import pymupdf
 import pytest
 
+from core.settings import Settings
 from evals import cuad, needle, plots, scoring, store
 from evals.leval import score_item
 from evals.runner import Item, Runner
 from evals.store import EvalRun
-from quire.settings import Settings
 
 
 # -- F1, ROUGE, exact match --------------------------------------------------------------

@@ -8,8 +8,8 @@ import pymupdf
 import pytest
 
 import export
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import QuireError
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import QuireError
 from storage import repo
 
 SENTENCE = "The licensee shall pay royalties within thirty days of each quarter."

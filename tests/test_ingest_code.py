@@ -19,7 +19,7 @@ from ingest.archive import ArchiveLimits, ArchiveReader, safe_member_path
 from ingest.base import registry
 from ingest.code import (CHUNK_LINES, extract_archive, extract_codebase, extract_source_file,
                          numbered_chunks)
-from quire.errors import CorruptFile, EmptyFile, IngestError, TooLarge
+from core.errors import CorruptFile, EmptyFile, IngestError, TooLarge
 
 STDLIB_JSON = Path(json.__file__).parent
 

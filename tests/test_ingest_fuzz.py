@@ -50,7 +50,7 @@ def mutate(data: bytes, flips, cut: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from quire.settings import Settings
+    from core.settings import Settings
     from storage.blobs import BlobStore
     from storage.db import Database
 

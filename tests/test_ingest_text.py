@@ -12,7 +12,7 @@ import pytest
 from ingest.base import registry
 from ingest.text import (PARA_CHARS, decode_bytes, extract_eml, extract_html, extract_json, extract_table,
                          extract_text)
-from quire.errors import CorruptFile, EmptyFile, UnsupportedFile
+from core.errors import CorruptFile, EmptyFile, UnsupportedFile
 
 
 def _words(text: str) -> list[str]:

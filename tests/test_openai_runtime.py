@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from ingest.tokens import estimate_tokens
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
+from core.tokens import estimate_tokens
 from backend.openai_compat import (
     FALLBACK_WINDOW,
     OpenAIRuntime,
@@ -27,8 +27,8 @@ from backend.openai_compat import (
     read_chunk,
     sse_payloads,
 )
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 SERVER_WINDOW = 2048
 FACT_CONTEXT = "Notes from the archive.\nThe secret code word is PAPAYA.\nThe archive closes at noon.\n"

@@ -23,8 +23,8 @@ from PIL import Image
 from backend import presets
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.sglang_runtime import SGLangRuntime, server_args
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 FAKE = "tests.test_sglang_runtime:FakeEngine"
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 from sqlalchemy import inspect, text
 
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import InvalidName, NotFound
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import InvalidName, NotFound
 from storage import repo
 from storage.db import Database
 

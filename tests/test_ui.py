@@ -18,10 +18,10 @@ import pymupdf
 import pytest
 from PIL import Image
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import NotFound
+from core.settings import Settings
 from quire.api import Quire
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import NotFound
-from quire.settings import Settings
 from storage import repo
 from storage.repo import CitationRecord
 from ui import render

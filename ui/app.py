@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.settings import Settings
 from quire.api import Quire
-from quire.settings import Settings
 from ui import settings_panel
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab

@@ -8,8 +8,8 @@ import gradio as gr
 
 from backend.base import Delta
 from backend.sweep import Status
+from core.errors import QuireError
 from quire.api import STRATEGIES, Answer, Quire
-from quire.errors import QuireError
 from storage.repo import CitationRecord, TurnRecord
 from ui import render
 from ui.errors import user_errors

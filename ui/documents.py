@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.errors import QuireError
 from ingest.base import Progress
 from quire.api import Quire
-from quire.errors import QuireError
 from ui import render
 from ui.errors import user_errors
 

@@ -1,0 +1,169 @@
+"""One settings object for the CLI, the environment, the UI and the Python API.
+
+Every field carries its help text in ``metadata["help"]``; ``add_arguments``
+turns the fields into argparse flags and ``from_env`` reads ``QUIRE_*``
+variables, so there is exactly one place where an option is declared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "QUIRE_"
+
+
+def _opt(default: Any, help: str, *, flag: bool = True, choices: tuple | None = None) -> Any:
+    meta = {"help": help, "flag": flag, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("QUIRE_HOME") or Path.home() / ".quire")
+
+
+@dataclass
+class Settings:
+    """Everything Quire can be told. Field help texts double as ``--help``."""
+
+    home: Path = _opt(None, "Data directory (database, page images, caches). Env: QUIRE_HOME.")
+    host: str = _opt("127.0.0.1", "Interface the web UI listens on.")
+    port: int = _opt(7860, "Port the web UI listens on.")
+    runtime: str = _opt(
+        "auto",
+        "LLM runtime: auto, llamacpp (embedded CPU), sglang (embedded GPU), openai (remote server).",
+        choices=("auto", "llamacpp", "sglang", "openai"),
+    )
+    model: str = _opt(
+        "",
+        "Model: a GGUF path for llamacpp, a model path or hub id for sglang, a served name for openai. "
+        "Empty means the bundled SmolLM2-135M-Instruct for llamacpp.",
+    )
+    endpoint: str = _opt("", "Base URL of an OpenAI-compatible server (SGLang, vLLM, llama.cpp server).")
+    api_key: str = _opt("", "API key for the remote endpoint, if it needs one. Env: QUIRE_API_KEY.")
+    context_window: int = _opt(0, "Context window in tokens; 0 takes the runtime's own (8192 for SmolLM2).")
+    max_answer_tokens: int = _opt(384, "Most tokens an answer may have.")
+    temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.")
+    seed: int = _opt(0, "Sampling seed.")
+    threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
+    strategy: str = _opt(
+        "auto",
+        "Context strategy: auto, full (everything fits), focus (most relevant passages), "
+        "sweep (map-reduce over the whole corpus, for questions about every document).",
+        choices=("auto", "full", "focus", "sweep"),
+    )
+    prefix_cache_mb: int = _opt(
+        4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."
+    )
+    workers: int = _opt(
+        0, "Processes that read files in parallel during ingestion; 0 uses every core; 1 reads in the app's own process."
+    )
+    file_timeout_s: int = _opt(600, "Longest time one file may take to read before it is stopped and reported, in seconds.")
+    ocr: bool = _opt(True, "Read scanned pages and images with OCR (about 7 s a page on a CPU).")
+    max_pdf_pages: int = _opt(5000, "Most pages read from one PDF; longer ones are refused with a message.")
+    max_image_megapixels: int = _opt(100, "Largest image accepted, in megapixels (bigger ones are refused before decoding).")
+    pdf_tables: str = _opt(
+        "ruled",
+        "Tables read from PDFs as Markdown: 'ruled' (tables drawn with rules; fast), 'layout' (also tables "
+        "without rules, found by PyMuPDF's layout model on pages whose short lines stand in columns; about "
+        "0.1-0.6 s more for each such page) or 'off'.",
+        choices=("ruled", "layout", "off"),
+    )
+    render_pages: str = _opt(
+        "scans",
+        "Page images stored at ingest: 'scans' (pages without a text layer; text pages keep a thumbnail and "
+        "are rendered when first viewed) or 'all'.",
+        choices=("scans", "all"),
+    )
+    render_dpi: int = _opt(110, "Resolution of stored PDF page images, in dots per inch.")
+    max_file_mb: int = _opt(512, "Largest input file accepted, in MiB.")
+    code_file_kb: int = _opt(1024, "Largest source file taken from a codebase, in KiB (bigger ones are listed as skipped).")
+    tp_size: int = _opt(1, "SGLang tensor-parallel size (GPUs per model replica).")
+    dp_size: int = _opt(1, "SGLang data-parallel size (model replicas).")
+    chunked_prefill_size: int = _opt(0, "SGLang chunked prefill size in tokens; 0 keeps SGLang's default.")
+    preset: str = _opt("", "Serving preset: llama4-scout, qwen2.5-vl-7b, qwen3-vl-8b; empty picks one from the model name.")
+    mem_fraction_static: float = _opt(0.0, "SGLang's static GPU memory share (weights + KV cache); 0 keeps SGLang's default.")
+    enable_hierarchical_cache: bool = _opt(False, "SGLang: let the prefix cache spill to host memory.")
+    multimodal: bool = _opt(False, "Send page images to a remote model even when its name matches no known vision model.")
+    chat_template: str = _opt("", "SGLang chat template name (e.g. llama-4); empty lets SGLang choose.")
+    log_level: str = _opt("warning", "Log level: debug, info, warning, error.")
+
+    def __post_init__(self) -> None:
+        if self.home is None:
+            self.home = default_home()
+        self.home = Path(self.home).expanduser()
+        if self.port <= 0 or self.port > 65535:
+            raise ValueError(f"--port must be between 1 and 65535, not {self.port}")
+        if self.max_answer_tokens < 1:
+            raise ValueError("--max-answer-tokens must be at least 1")
+
+    # -- derived paths -------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "quire.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    # -- construction --------------------------------------------------
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env and env[key] != "":
+                values[f.name] = _coerce(f, env[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+        for f in fields(cls):
+            if not f.metadata.get("flag", True) or (only and f.name not in only):
+                continue
+            kwargs: dict[str, Any] = {"help": f.metadata["help"], "default": argparse.SUPPRESS, "dest": f.name}
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+            kwargs["type"] = _arg_type(f)
+            parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        names = {f.name for f in fields(cls)}
+        return cls.from_env(**{k: v for k, v in vars(args).items() if k in names})
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> list[tuple[str, Any, str]]:
+        """(name, value, help) rows, used by the UI settings panel."""
+        return [(f.name, getattr(self, f.name), f.metadata["help"]) for f in fields(self)]
+
+
+def _arg_type(f: dataclasses.Field) -> Any:
+    default = f.default
+    if isinstance(default, bool):
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if f.name == "home":
+        return Path
+    return str
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    return _arg_type(f)(raw)
