@@ -18,7 +18,7 @@ from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
-BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code", "ingest.notebook")
+BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.office", "ingest.code", "ingest.notebook")
 _loaded = False
 
 

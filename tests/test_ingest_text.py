@@ -194,7 +194,7 @@ def test_eml_with_attachments(tmp_path, ctx):
 # -- Office -----------------------------------------------------------------------
 def test_docx_reading_order_with_tables(tmp_path, ctx):
     import docx
-    from ingest.text import extract_docx
+    from ingest.office import extract_docx
 
     document = docx.Document()
     document.add_heading("Master Services Agreement", 1)
@@ -218,7 +218,7 @@ def test_docx_reading_order_with_tables(tmp_path, ctx):
 
 def test_pptx_slides_and_notes(tmp_path, ctx):
     import pptx
-    from ingest.text import extract_pptx
+    from ingest.office import extract_pptx
 
     deck = pptx.Presentation()
     slide = deck.slides.add_slide(deck.slide_layouts[1])
