@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from backend.base import Part, Prompt, Runtime
-from storage.repo import SegmentRecord
+from core.records import SegmentRecord
 
 SYSTEM_PROMPT = (
     "You are Quire, a careful assistant that answers questions about the user's documents.\n"

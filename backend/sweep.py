@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 from backend import citations
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, ref_id, render_segment
-from storage.repo import SegmentRecord
+from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
     r"\b(every|each|all|list|enumerate|table|across|compare|which of the|how many|summari[sz]e)\b", re.IGNORECASE

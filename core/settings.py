@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "QUIRE_"
+STRATEGIES = ("auto", "full", "focus", "sweep")  # how a question's context is chosen (see backend/context.py)
 
 
 def _opt(default: Any, help: str, *, flag: bool = True, choices: tuple | None = None) -> Any:
@@ -56,7 +57,7 @@ class Settings:
         "auto",
         "Context strategy: auto, full (everything fits), focus (most relevant passages), "
         "sweep (map-reduce over the whole corpus, for questions about every document).",
-        choices=("auto", "full", "focus", "sweep"),
+        choices=STRATEGIES,
     )
     prefix_cache_mb: int = _opt(
         4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."

@@ -10,8 +10,7 @@ from export.html import render_html
 from export.markdown import render_markdown
 from export.pdf import pdf_bytes
 from export.report import build_report
-from storage.blobs import BlobStore
-from storage.db import Database
+from quire.api import Quire, SessionRef
 
 FORMATS = ("md", "html", "pdf")
 
@@ -20,14 +19,15 @@ class UnknownFormat(ExportError):
     pass
 
 
-def export_session(db: Database, blobs: BlobStore, session_id: int, fmt: str, out: Path) -> list[Path]:
+def export_session(q: Quire, session: SessionRef, fmt: str, out: Path | str) -> list[Path]:
     """Write the report as ``fmt`` to ``out`` and highlighted cited PDFs to ``<out stem>_sources/``.
 
     ``out`` may be an existing folder: the report is then named after the session.
     Returns every path written, the report first.
     """
     fmt = check_format(fmt)
-    report = build_report(db, session_id)
+    info = q.session(session, create=False)
+    report = build_report(q, info)
     out = Path(out)
     if out.is_dir():
         out = out / f"{safe_stem(report.session, 'report')}.{fmt}"
@@ -38,7 +38,7 @@ def export_session(db: Database, blobs: BlobStore, session_id: int, fmt: str, ou
     else:
         data = pdf_bytes(report)
     written = [atomic_write(out, data)]
-    written += highlight_sources(db, blobs, session_id, out.parent / f"{out.stem}_sources")
+    written += highlight_sources(q, info, out.parent / f"{out.stem}_sources")
     return written
 
 

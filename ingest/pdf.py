@@ -723,3 +723,21 @@ def _array(pix: pymupdf.Pixmap):
 
     data = np.frombuffer(pix.samples, dtype=np.uint8)
     return data.reshape(pix.height, pix.width) if pix.n == 1 else data.reshape(pix.height, pix.width, pix.n)[..., ::-1]
+
+
+# -- a page for the citation viewer --------------------------------------------
+def render_page(path: Path, page: int, dpi: int) -> tuple[bytes, tuple[float, float]] | None:
+    """Page ``page`` (1-based) of the kept original PDF as PNG bytes, with the page's size in points.
+
+    For pages whose image was not stored at ingest (text pages keep only a thumbnail). None when the
+    file is damaged or locked or has no such page: the viewer then shows the passage's text only.
+    """
+    try:
+        with pymupdf.open(path) as pdf:
+            if not 0 < page <= pdf.page_count or pdf.needs_pass:
+                return None
+            pdf_page = pdf[page - 1]
+            pix = pdf_page.get_pixmap(dpi=dpi)
+            return pix.tobytes("png"), (pdf_page.rect.width, pdf_page.rect.height)
+    except (RuntimeError, ValueError):  # a damaged original
+        return None

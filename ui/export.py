@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from export import export_session
 from quire.api import Quire
 from ui import render
 from ui.errors import user_errors
@@ -44,7 +45,7 @@ class ExportTab:
             raise gr.Error(f"Unknown format {fmt!r}: choose md, html or pdf.")
         folder = export_dir(self.q) / f"{slug(session)}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True, exist_ok=True)
-        written = [Path(p) for p in self.q.export(session, fmt, folder / f"{slug(session)}.{fmt}")]
+        written = export_session(self.q, session, fmt, folder / f"{slug(session)}.{fmt}")
         files = [str(p) for p in written if p.is_file()]
         note = f"Report for **{render.md_escape(session)}** written."
         if len(files) > 1:
