@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from core.settings import Settings
+from core.settings import DEFAULT_WINDOW, Settings
 
 
 @dataclass
@@ -75,7 +75,7 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str] = ""
     supports_images: bool = False  # may be set per instance: it can depend on the model
-    DEFAULT_WINDOW: ClassVar[int] = 8192  # the window before the runtime has started and can say
+    DEFAULT_WINDOW: ClassVar[int] = DEFAULT_WINDOW  # the window before the runtime has started and can say
     prefix_cache: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:

@@ -31,7 +31,6 @@ from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 from core.errors import BackendError, RuntimeUnavailable
 from core.settings import Settings
 
-FALLBACK_WINDOW = 8192
 SAFETY_MARGIN = 1.10  # cl100k is not the served model's tokenizer: count 10% over
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0  # a long prefill on a big corpus can take minutes before the first token
@@ -176,8 +175,8 @@ class OpenAIRuntime(Runtime):
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         self._client = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
         self.preset = presets.resolve(settings)
-        # A known vision model by name, or settings.multimodal (a proposed field) to force images on.
-        self.supports_images = bool(self.preset and self.preset.multimodal) or bool(getattr(settings, "multimodal", False))
+        # A known vision model by name, or settings.multimodal to force images on.
+        self.supports_images = bool(self.preset and self.preset.multimodal) or settings.multimodal
         self.estimator = TokenEstimator()
         self._model: str | None = settings.model or None
         self._window: int | None = settings.context_window or None
@@ -208,7 +207,7 @@ class OpenAIRuntime(Runtime):
     @property
     def context_window(self) -> int:
         if self._window is None:
-            self._window = self._discover_window() or FALLBACK_WINDOW
+            self._window = self._discover_window() or self.DEFAULT_WINDOW
         return self._window
 
     def image_tokens(self, width: int, height: int) -> int:

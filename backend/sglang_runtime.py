@@ -81,10 +81,9 @@ def server_args(settings: Settings, preset: presets.Preset | None = None) -> dic
         args["chat_template"] = template
     if preset and preset.multimodal:
         args["enable_multimodal"] = True
-    mem = getattr(settings, "mem_fraction_static", 0.0)
-    if mem:
-        args["mem_fraction_static"] = mem
-    if getattr(settings, "enable_hierarchical_cache", False):
+    if settings.mem_fraction_static:
+        args["mem_fraction_static"] = settings.mem_fraction_static
+    if settings.enable_hierarchical_cache:
         args["enable_hierarchical_cache"] = True
     if preset:
         args.update({k: v for k, v in preset.server_args.items() if k not in args})

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Any, Iterable
 
+from core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 MIN_SCORE = 0.5  # recognition confidence below which a line is dropped
@@ -174,9 +176,9 @@ MISSING_WARNING = "OCR is not installed (pip install rapidocr-onnxruntime): {wha
 OFF_WARNING = "OCR is turned off: {what} kept as an image only."
 
 
-def for_settings(settings) -> tuple[OcrEngine | None, str]:
+def for_settings(settings: Settings) -> tuple[OcrEngine | None, str]:
     """The engine to use under ``settings`` (``settings.ocr`` False turns it off), or None and why not."""
-    if not getattr(settings, "ocr", True):
+    if not settings.ocr:
         return None, OFF_WARNING
     found = engine(settings.threads)
     return found, "" if found else MISSING_WARNING

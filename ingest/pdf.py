@@ -32,7 +32,6 @@ from ingest import ocr
 from ingest.base import ExtractContext, Progress, registry
 from ingest.ocr import Piece, paragraphs, reading_order
 
-MAX_PAGES = 5000  # default of Settings.max_pdf_pages
 MAX_RENDER_PIXELS = 12_000_000  # a stored page image never has more pixels than this (huge pages downsampled)
 THUMB_WIDTH = 160  # pixels, at most
 OCR_DPI = 240  # measured on a scan: word recall 0.75 at 150 dpi, 0.81 at 200, 0.93 at 240, for ~2x the time
@@ -99,7 +98,7 @@ def _quiet() -> None:
     pymupdf.TOOLS.mupdf_display_warnings(False)
 
 
-def open_pdf(path: Path, name: str, password: str | None = None, max_pages: int = MAX_PAGES) -> pymupdf.Document:
+def open_pdf(path: Path, name: str, password: str | None = None, *, max_pages: int) -> pymupdf.Document:
     """Open, repair if MuPDF can, and authenticate; raise the matching IngestError otherwise."""
     if path.stat().st_size == 0:
         raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")

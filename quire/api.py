@@ -30,7 +30,7 @@ from PIL import Image
 from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
-from backend.registry import create_runtime, resolve_name, runtime_class
+from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
 from core.document import ParsedDocument
 from core.errors import QuireError
@@ -43,7 +43,7 @@ from storage import eval_runs, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
-__all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status"]
+__all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 
@@ -391,6 +391,11 @@ class Quire:
 
     def finish_eval_run(self, run_id: int, *, results: dict, summary: dict, status: str) -> None:
         eval_runs.finish_run(self._database(), run_id, results=results, summary=summary, status=status)
+
+
+def runtime_choices() -> tuple[str, ...]:
+    """What ``--runtime`` accepts: ``auto`` and every registered runtime, those of plugins included."""
+    return ("auto", *available())
 
 
 def _page_entry(document: DocumentRecord, page: int) -> dict | None:

@@ -18,12 +18,12 @@ from core.errors import QuireError
 from core.settings import Settings
 from evals import cli as eval_cli
 from export import FORMATS, export_session
-from quire.api import Answer, Delta, Quire, Status
+from quire.api import Answer, Delta, Quire, Status, runtime_choices
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    Settings.add_arguments(common)
+    Settings.add_arguments(common, choices={"runtime": runtime_choices()})
     parser = argparse.ArgumentParser(
         prog="python app.py",
         description="Quire: ask questions across whole documents, PDFs, screenshots and codebases, on your own hardware.",
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="Write a report of a session's questions and answers.")
     p.add_argument("--session", required=True, help="Session name.")
-    p.add_argument("--format", choices=FORMATS, default="md", help="Report format.")
+    p.add_argument("--format", choices=tuple(FORMATS), default="md", help="Report format.")
     p.add_argument("--out", type=Path, required=True, help="Report file to write.")
 
     sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")

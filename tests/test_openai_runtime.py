@@ -16,9 +16,7 @@ import pytest
 from PIL import Image
 
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
-from core.tokens import estimate_tokens
 from backend.openai_compat import (
-    FALLBACK_WINDOW,
     OpenAIRuntime,
     StreamState,
     TokenEstimator,
@@ -29,6 +27,7 @@ from backend.openai_compat import (
 )
 from core.errors import BackendError, RuntimeUnavailable
 from core.settings import Settings
+from core.tokens import estimate_tokens
 
 SERVER_WINDOW = 2048
 FACT_CONTEXT = "Notes from the archive.\nThe secret code word is PAPAYA.\nThe archive closes at noon.\n"
@@ -152,7 +151,7 @@ def test_model_and_window_discovery(server, quire_home):
     rt = OpenAIRuntime(Settings(home=quire_home, endpoint=server))
     assert rt.model_name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # llama_cpp.server names it by path
     # llama_cpp.server reports no max_model_len and has no /props: the conservative fallback
-    assert rt.context_window == FALLBACK_WINDOW
+    assert rt.context_window == OpenAIRuntime.DEFAULT_WINDOW
     told = OpenAIRuntime(Settings(home=quire_home, endpoint=server, context_window=SERVER_WINDOW))
     assert told.context_window == SERVER_WINDOW
 
