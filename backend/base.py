@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
+from PIL import Image
+
+from core.errors import BackendError
 from core.settings import DEFAULT_WINDOW, Settings
+from core.tokens import estimate_tokens
 
 
 @dataclass
@@ -23,6 +27,12 @@ class Part:
     kind: Literal["text", "image"]
     text: str = ""
     image_path: Path | None = None
+
+    def file(self) -> Path:
+        """The image's file; an image part without one is a bug in whatever built the prompt."""
+        if self.image_path is None:
+            raise BackendError("An image part has no file.", hint="This is a bug in the context builder.")
+        return self.image_path
 
 
 @dataclass
@@ -64,8 +74,6 @@ Event = Delta | Usage
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.size
 
@@ -93,8 +101,6 @@ class Runtime(abc.ABC):
 
     def count_tokens(self, text: str) -> int:
         """Exact where the runtime has its tokenizer; subclasses override."""
-        from core.tokens import estimate_tokens
-
         return estimate_tokens(text)
 
     def image_tokens(self, width: int, height: int) -> int:

@@ -155,10 +155,12 @@ class SGLangRuntime(Runtime):
     # -- capabilities ------------------------------------------------------------
     @property
     def context_window(self) -> int:
+        """--context-window, else what the engine reported when it started (a property never starts it)."""
         if self.settings.context_window:
             return self.settings.context_window
         if not self._info:
-            self.start()
+            raise BackendError("The SGLang engine has not started, so its window is not known yet.",
+                               hint="Call start() first (Quire does), or pass --context-window N.")
         return int(self._info["context_length"])
 
     @property
@@ -332,9 +334,7 @@ def _wire_prompt(prompt: Prompt) -> dict[str, Any]:
     parts = []
     for part in prompt.parts:
         if part.kind == "image":
-            if part.image_path is None:
-                raise BackendError("An image part has no file.", hint="This is a bug in the context builder.")
-            parts.append({"kind": "image", "path": str(Path(part.image_path).resolve())})
+            parts.append({"kind": "image", "path": str(Path(part.file()).resolve())})
         else:
             parts.append({"kind": "text", "text": part.text})
     return {"system": prompt.system, "parts": parts}

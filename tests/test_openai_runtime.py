@@ -149,6 +149,9 @@ def test_template_overhead_is_learned_from_the_server(runtime):
 
 def test_model_and_window_discovery(server, quire_home):
     rt = OpenAIRuntime(Settings(home=quire_home, endpoint=server))
+    with pytest.raises(BackendError, match="window"):  # a property never asks the server: start() does
+        rt.context_window  # noqa: B018
+    rt.start()
     assert rt.model_name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # llama_cpp.server names it by path
     # llama_cpp.server reports no max_model_len and has no /props: the conservative fallback
     assert rt.context_window == OpenAIRuntime.DEFAULT_WINDOW

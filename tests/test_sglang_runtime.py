@@ -223,6 +223,13 @@ def test_count_tokens_context_and_overhead(runtime):
     assert runtime.template_overhead() == len("<sys> </sys> <user> </user> <assistant>".split()) + 1
 
 
+def test_the_window_is_not_known_before_start_and_asking_starts_nothing(fake_settings):
+    rt = SGLangRuntime(fake_settings, engine_factory=FAKE)
+    with pytest.raises(BackendError, match="window"):
+        rt.context_window  # noqa: B018 - a property: it must not spawn the worker
+    assert rt.worker_pid is None
+
+
 def test_engine_error_is_reported_and_the_worker_keeps_serving(runtime):
     with pytest.raises(BackendError, match="fake engine refused the prompt"):
         _run(runtime, _prompt("RAISE please"))
