@@ -153,11 +153,7 @@ def child(method: str, arg: str) -> None:
         "quire-code-e2e": lambda: run_quire_code_e2e(args),
         "gitingest": lambda: run_gitingest(args),
     }[method]
-    out = fn()
-    if method.startswith("quire"):
-        from ingest import workers
-
-        workers.shutdown()  # reaps the worker processes, so their peak memory is counted
+    out = fn()  # Quire's close() reaped its worker processes, so their peak memory is counted
     out["peak_mb"] = peak_mb()
     print("RESULT " + json.dumps(out))
 

@@ -7,7 +7,8 @@
             ...
 
 Nothing happens at import: the database opens on first use, the model loads on
-the first question. :meth:`Quire.close` ends both.
+the first question, the extraction workers with the first batch of files (or
+:meth:`Quire.warm_ingest`); :meth:`Quire.close` ends all three.
 
 A session argument is a name or the :class:`SessionRecord` that :meth:`Quire.session`
 returned; a caller that makes several calls on one session looks it up once and
@@ -39,6 +40,7 @@ from core.settings import STRATEGIES, Settings
 from ingest.base import Progress
 from ingest.pdf import render_page
 from ingest.pipeline import Ingestor, IngestResult
+from ingest.workers import WorkerPool
 from storage import eval_runs, repo
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -82,6 +84,7 @@ class Quire:
         self._user_id: int | None = None
         self._blobs = BlobStore(self.settings.blob_dir)
         self._runtime = runtime
+        self._workers = WorkerPool()  # started by the first batch (or warm_ingest), ended by close()
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
         self._ask_lock = threading.Lock()
@@ -107,11 +110,12 @@ class Quire:
             return self._runtime
 
     def close(self) -> None:
-        """Stop the runtime, close the database. Safe to call twice."""
+        """Stop the runtime and the extraction workers, close the database. Safe to call twice."""
         with self._lock:
             if self._runtime is not None:
                 self._runtime.shutdown()
                 self._runtime = None
+            self._workers.shutdown()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -180,7 +184,7 @@ class Quire:
             self._ingestor().warm()
 
     def _ingestor(self) -> Ingestor:
-        return Ingestor(self.settings, self._database(), self._blobs)
+        return Ingestor(self.settings, self._database(), self._blobs, self._workers)
 
     def add_parsed(self, session: SessionRef, parsed: ParsedDocument, *, sha256: str) -> int:
         """Store a document built in code (no file, no extractor), as evaluations and benchmarks do."""
