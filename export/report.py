@@ -88,13 +88,6 @@ def build_report(q: Quire, session: SessionRef) -> Report:
     return Report(info.name, generated, runtimes, q.documents(info), report_turns)
 
 
-def location_label(locator: Locator) -> str:
-    """One label for a place in a document, the same in every format: "page 2", "a.py:3-9"."""
-    if locator.page is not None:
-        return f"page {locator.page}"
-    return locator.label() or "whole document"
-
-
 def trim(text: str, limit: int = PASSAGE_LIMIT) -> str:
     """Whitespace collapsed and cut at a word boundary near ``limit`` characters."""
     text = " ".join((text or "").split())
@@ -115,7 +108,7 @@ def _citation(number: int, c: CitationRecord, seg: SegmentRecord | None, anchors
     passage = (c.quote or "").strip() or (trim(seg.text) if seg is not None else "")
     document = c.document_name or (seg.document_name if seg is not None else "") or "unknown source"
     return ReportCitation(**(vars(c) | {"document_name": document, "locator": locator}),
-                          anchor=_anchor(number, c.ref, anchors), location=location_label(locator), passage=passage)
+                          anchor=_anchor(number, c.ref, anchors), location=locator.place(long=True), passage=passage)
 
 
 def _anchor(number: int, ref: str, taken: set[str]) -> str:

@@ -72,9 +72,9 @@ def create_session(db: Database, name: str, *, user_id: int | None = None, setti
 def get_session(db: Database, name: str, *, user_id: int | None = None, create: bool = False) -> SessionRecord:
     uid = user_id or ensure_user(db)
     with db.read() as s:
-        ws = s.scalar(select(SessionRow).where(SessionRow.user_id == uid, SessionRow.name == name))
-        if ws is not None:
-            return ws.to_record()
+        row = s.scalar(select(SessionRow).where(SessionRow.user_id == uid, SessionRow.name == name))
+        if row is not None:
+            return row.to_record()
     if create:
         return create_session(db, name, user_id=uid)
     raise NotFound(f"No session named {name!r}.", hint="List sessions with `python app.py sessions`.")
@@ -82,10 +82,10 @@ def get_session(db: Database, name: str, *, user_id: int | None = None, create: 
 
 def get_session_by_id(db: Database, session_id: int) -> SessionRecord:
     with db.read() as s:
-        ws = s.get(SessionRow, session_id)
-        if ws is None:
+        row = s.get(SessionRow, session_id)
+        if row is None:
             raise NotFound(f"Session {session_id} no longer exists.", hint="List sessions with `python app.py sessions`.")
-        return ws.to_record()
+        return row.to_record()
 
 
 def list_sessions(db: Database, *, user_id: int | None = None) -> list[SessionRecord]:
@@ -106,38 +106,38 @@ def list_sessions(db: Database, *, user_id: int | None = None) -> list[SessionRe
     )
     with db.read() as s:
         return [
-            ws.to_record(documents=n or 0, tokens=t or 0, turns=tn or 0)
-            for ws, n, t, tn in s.execute(q)
+            row.to_record(documents=n or 0, tokens=t or 0, turns=tn or 0)
+            for row, n, t, tn in s.execute(q)
         ]
 
 
 def rename_session(db: Database, session_id: int, new_name: str) -> None:
     new_name = check_name(new_name)
     with db.write() as s:
-        ws = s.get(SessionRow, session_id)
-        if ws is None:
+        row = s.get(SessionRow, session_id)
+        if row is None:
             raise NotFound(f"Session {session_id} no longer exists.")
         clash = s.scalar(
-            select(SessionRow.id).where(SessionRow.user_id == ws.user_id, SessionRow.name == new_name, SessionRow.id != ws.id)
+            select(SessionRow.id).where(SessionRow.user_id == row.user_id, SessionRow.name == new_name, SessionRow.id != row.id)
         )
         if clash is not None:
             raise InvalidName(f"A session named {new_name!r} already exists.", hint="Pick another name.")
-        ws.name = new_name
+        row.name = new_name
 
 
 def update_session_settings(db: Database, session_id: int, settings: dict[str, Any]) -> None:
     with db.write() as s:
-        ws = s.get(SessionRow, session_id)
-        if ws is None:
+        row = s.get(SessionRow, session_id)
+        if row is None:
             raise NotFound(f"Session {session_id} no longer exists.")
-        ws.settings = {**(ws.settings or {}), **settings}
+        row.settings = {**(row.settings or {}), **settings}
 
 
 def delete_session(db: Database, session_id: int) -> None:
     with db.write() as s:
-        ws = s.get(SessionRow, session_id)
-        if ws is not None:
-            s.delete(ws)
+        row = s.get(SessionRow, session_id)
+        if row is not None:
+            s.delete(row)
         s.flush()
         _drop_orphan_documents(s)
 

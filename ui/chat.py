@@ -59,7 +59,7 @@ class ChatTab:
         info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
         for note in turn.meta.get("notes") or []:
             info += f"  \n_{render.md_escape(str(note))}_"
-        choices = [(f"{c.ref} · {c.document_name} · {render.location(c)}", i) for i, c in enumerate(citations)]
+        choices = [(f"{c.ref} · {c.document_name} · {c.locator.place()}", i) for i, c in enumerate(citations)]
         return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors

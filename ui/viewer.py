@@ -51,7 +51,7 @@ class Viewer:
 
     def show(self, citation: CitationRecord) -> View:
         title = f"**{render.md_escape(citation.ref)}** · {render.md_escape(citation.document_name)} · " \
-                f"{render.md_escape(render.location(citation))} · {render.badge(citation.status, citation.origin)}"
+                f"{render.md_escape(citation.locator.place())} · {render.badge(citation.status, citation.origin)}"
         if citation.segment_id is None:
             return View(title + "\n\nThe model cited a passage it was not shown, so there is nothing to open.")
         segment = self.q.segments_by_id([citation.segment_id]).get(citation.segment_id)
