@@ -49,7 +49,7 @@ def check_available() -> None:
     if missing:
         raise RuntimeUnavailable(f"The sglang runtime cannot start: {' and '.join(missing)} not installed.",
                                  hint=UNAVAILABLE_HINT)
-    import torch
+    import torch  # lazily: GPU-only and slow to import; present, as checked above
 
     if not torch.cuda.is_available():
         raise RuntimeUnavailable("The sglang runtime cannot start: no CUDA GPU is visible.", hint=UNAVAILABLE_HINT)

@@ -10,6 +10,7 @@ after their group unless ``keep_sessions`` is set.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import statistics
@@ -210,8 +211,6 @@ def write_json(path: Path, data: Any) -> Path:
 
 def write_table(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Path]:
     """The same table as CSV and Markdown."""
-    import csv
-
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:

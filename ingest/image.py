@@ -13,6 +13,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.document import Locator, ParsedDocument, Segment
@@ -128,8 +129,6 @@ def _thumbnail(im: Image.Image) -> Image.Image:
 
 
 def _ocr_segments(image: Image.Image, name: str, engine: ocr.OcrEngine, ctx: ExtractContext) -> list[Segment]:
-    import numpy as np
-
     grey = image.convert("L")
     scale = 1.0
     if max(grey.size) > OCR_MAX_SIDE:

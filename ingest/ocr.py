@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Any, Iterable
 
+import numpy as np
+
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,6 @@ class OcrEngine:
         A page scanned sideways or upside down is turned and read again: most detected lines
         standing tall means a quarter turn, and RapidOCR's line classifier tells which way (it
         also tells when wide lines are upside down: a half turn)."""
-        import numpy as np
-
         height, width = image.shape[:2]
         with self._lock:
             result, _ = self._ocr(image)
@@ -90,8 +90,6 @@ class OcrEngine:
         """Whether RapidOCR's line classifier finds most of the longest lines turned 180 degrees.
 
         Uses its internals (pinned version); if they change, pages are taken as upright."""
-        import numpy as np
-
         longest = sorted(result, key=lambda r: -_length(r[0]))[:ORIENTATION_LINES]
         try:
             crops = self._ocr.get_crop_img_list(image, [np.array(r[0], dtype=np.float32) for r in longest])

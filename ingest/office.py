@@ -30,7 +30,7 @@ def _office(module: str, name: str, path: Path, package: str):
 
 
 def _docx_blocks(document) -> list[tuple[int, int, str]]:
-    from docx.table import Table
+    from docx.table import Table  # python-docx is optional: _office() imported it (or refused the file) already
 
     blocks = []
     for index, item in enumerate(document.iter_inner_content(), 1):

@@ -15,6 +15,7 @@ segment after their OCR text, so runtimes that see images see them.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import stringprep
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pymupdf
+from PIL import Image
 
 from core.document import Locator, ParsedDocument, Segment
 from core.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
@@ -630,8 +632,6 @@ def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractConte
             continue
         zoom = ctx.settings.render_dpi / 72
         pix = display.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), clip=r, alpha=False)
-        from PIL import Image
-
         picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
         sha = ctx.blobs.put(_jpeg(picture), suffix=".jpg")
         box = (r.x0, r.y0, r.x1, r.y1)
@@ -694,8 +694,6 @@ def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayLis
     Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller. Without ``full``,
     only the thumbnail is rendered (at its own small size) and ``image`` is None.
     """
-    from PIL import Image
-
     if not full:
         dpi = max(12, int(72 * THUMB_WIDTH / max(page.rect.width, 1)))
         pix, _ = _pixmap(page, dpi, MAX_RENDER_PIXELS, display=display)
@@ -710,16 +708,12 @@ def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayLis
 
 
 def _jpeg(picture, quality: int = 85) -> bytes:
-    import io
-
     buf = io.BytesIO()
     picture.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
 def _array(pix: pymupdf.Pixmap):
-    import numpy as np
-
     data = np.frombuffer(pix.samples, dtype=np.uint8)
     return data.reshape(pix.height, pix.width) if pix.n == 1 else data.reshape(pix.height, pix.width, pix.n)[..., ::-1]
 
