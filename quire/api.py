@@ -98,8 +98,8 @@ class Quire:
                 self._user_id = repo.ensure_user(self._db)
             return self._db
 
-    @property
     def runtime_name(self) -> str:
+        """The runtime in use, or the one the first question will start (``auto`` may look for a GPU: a method)."""
         return self._runtime.name if self._runtime else resolve_name(self.settings)
 
     def runtime(self) -> Runtime:
