@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator, Literal
 
-from quire.settings import Settings
+from PIL import Image
+
+from core.errors import BackendError
+from core.settings import DEFAULT_WINDOW, Settings
+from core.tokens import estimate_tokens
 
 
 @dataclass
@@ -23,6 +27,12 @@ class Part:
     kind: Literal["text", "image"]
     text: str = ""
     image_path: Path | None = None
+
+    def file(self) -> Path:
+        """The image's file; an image part without one is a bug in whatever built the prompt."""
+        if self.image_path is None:
+            raise BackendError("An image part has no file.", hint="This is a bug in the context builder.")
+        return self.image_path
 
 
 @dataclass
@@ -64,8 +74,6 @@ Event = Delta | Usage
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.size
 
@@ -75,7 +83,7 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str] = ""
     supports_images: bool = False  # may be set per instance: it can depend on the model
-    DEFAULT_WINDOW: ClassVar[int] = 8192  # the window before the runtime has started and can say
+    DEFAULT_WINDOW: ClassVar[int] = DEFAULT_WINDOW  # the window before the runtime has started and can say
     prefix_cache: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
@@ -93,8 +101,6 @@ class Runtime(abc.ABC):
 
     def count_tokens(self, text: str) -> int:
         """Exact where the runtime has its tokenizer; subclasses override."""
-        from ingest.tokens import estimate_tokens
-
         return estimate_tokens(text)
 
     def image_tokens(self, width: int, height: int) -> int:

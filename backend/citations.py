@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Mapping
 
-from storage.repo import CitationRecord, SegmentRecord
+from core.records import CitationRecord, SegmentRecord
 
 _REF = re.compile(r"\[\s*((?:S\s*\d+\s*[,;]?\s*)+)\]", re.IGNORECASE)
 _ONE = re.compile(r"S\s*(\d+)", re.IGNORECASE)
@@ -99,7 +99,8 @@ def check(answer: str, shown: Mapping[str, SegmentRecord]) -> CheckedAnswer:
         quotes = _QUOTE.findall(claim)
         if seg is None:
             unknown.append(ref)
-            citations.append(CitationRecord(ref, None, "", _empty_locator(), quotes[0] if quotes else "", "missing"))
+            quote = quotes[0] if quotes else ""
+            citations.append(CitationRecord(ref=ref, segment_id=None, document_name="", quote=quote, status="missing"))
             continue
         citations.append(_checked(ref, seg, claim, quotes, origin="model"))
     if not any(c.status != "missing" for c in citations):
@@ -118,7 +119,8 @@ def _checked(ref: str, seg: SegmentRecord, claim: str, quotes: list[str], origin
         claim_text = _REF.sub(" ", claim)
         status = "verified" if support(claim_text, seg.text) >= 0.6 else "unverified"
         quote = best_passage(claim_text, seg.text)
-    return CitationRecord(ref, seg.id, seg.document_name, seg.locator, quote, status, origin)
+    return CitationRecord(ref=ref, segment_id=seg.id, document_name=seg.document_name, locator=seg.locator, quote=quote,
+                          status=status, origin=origin)
 
 
 def match_answer(answer: str, shown: Mapping[str, SegmentRecord]) -> CitationRecord | None:
@@ -136,7 +138,8 @@ def match_answer(answer: str, shown: Mapping[str, SegmentRecord]) -> CitationRec
     seg = shown[best[1]]
     quote = best_passage(claim, seg.text)
     status = "verified" if support(claim, seg.text) >= 0.6 else "unverified"
-    return CitationRecord(best[1], seg.id, seg.document_name, seg.locator, quote, status, "matched")
+    return CitationRecord(ref=best[1], segment_id=seg.id, document_name=seg.document_name, locator=seg.locator,
+                          quote=quote, status=status, origin="matched")
 
 
 def _weighted_support(claim: str, source: str) -> float:
@@ -159,8 +162,3 @@ def best_passage(claim: str, source: str, limit: int = 300) -> str:
     best = max(sentences, key=lambda s: len(words & content_words(s)))
     return best[:limit]
 
-
-def _empty_locator():
-    from quire.document import Locator
-
-    return Locator()

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from backend.base import Part, Prompt, Runtime
-from storage.repo import SegmentRecord
+from core.records import SegmentRecord
 
 SYSTEM_PROMPT = (
     "You are Quire, a careful assistant that answers questions about the user's documents.\n"
@@ -154,7 +154,7 @@ def _select(
         used_strategy = "full"
         notes = [] if total <= budget else ["full was requested but the corpus exceeds the window: it was cut"]
         if total > budget:
-            chosen = _prefix_that_fits(costs, budget)
+            chosen = list(range(fitting(costs, budget)))
     else:
         chosen = _focus(segments, refs, question, costs, budget, rank, counter)
         used_strategy = "focus"
@@ -197,14 +197,15 @@ def _image_caption(ref: str, seg: SegmentRecord) -> str:
     return f"[{ref}] {seg.document_name}" + (f" ({where})" if where else "") + " image:\n"
 
 
-def _prefix_that_fits(costs: Sequence[int], budget: int) -> list[int]:
-    chosen, used = [], 0
-    for i, cost in enumerate(costs):
+def fitting(costs: Iterable[int], budget: int) -> int:
+    """How many leading items fit in ``budget`` tokens together; costs are read only as far as needed."""
+    count = used = 0
+    for cost in costs:
         if used + cost > budget:
             break
-        chosen.append(i)
+        count += 1
         used += cost
-    return chosen
+    return count
 
 
 def _focus(

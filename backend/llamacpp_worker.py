@@ -42,6 +42,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from backend.llamacpp import bundled_model_path
+from backend.prefix_store import PrefixStore
+
 HEARTBEAT_S = 1.0
 
 
@@ -104,8 +107,6 @@ class Worker:
     # -- the model -------------------------------------------------------------
     def init(self, config: dict[str, Any]) -> None:
         from llama_cpp import Llama, ggml_abort_callback, llama_set_abort_callback
-
-        from backend.prefix_store import PrefixStore
 
         self.llm = Llama(
             model_path=config["model_path"],
@@ -228,8 +229,6 @@ class Worker:
 def check(threads: int) -> int:
     """Load the bundled model and generate one token; print what happened (bootstrap reads the last line)."""
     from llama_cpp import Llama
-
-    from backend.llamacpp import bundled_model_path
 
     started = time.perf_counter()
     llm = Llama(model_path=str(bundled_model_path()), n_ctx=512, n_threads=threads, n_threads_batch=threads,

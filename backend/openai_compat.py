@@ -25,16 +25,19 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import httpx
+from PIL import Image
 
 from backend import presets
+from backend.imagecost import qwen_vl_image_tokens
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
+from core.tokens import estimate_tokens
 
-FALLBACK_WINDOW = 8192
 SAFETY_MARGIN = 1.10  # cl100k is not the served model's tokenizer: count 10% over
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0  # a long prefill on a big corpus can take minutes before the first token
+_START_HINT = "Call start() first (Quire does), or pass --model NAME and --context-window N."
 
 # (path, body builder, how to read the count); tried in order, the first that answers is kept.
 _TOKENIZE_ROUTES = (
@@ -77,9 +80,7 @@ def build_messages(prompt: Prompt) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
     for part in prompt.parts:
         if part.kind == "image":
-            if part.image_path is None:
-                raise BackendError("An image part has no file.", hint="This is a bug in the context builder.")
-            content.append({"type": "image_url", "image_url": {"url": image_data_url(part.image_path)}})
+            content.append({"type": "image_url", "image_url": {"url": image_data_url(part.file())}})
         elif part.text:
             content.append({"type": "text", "text": part.text})
     messages.append({"role": "user", "content": content})
@@ -157,8 +158,6 @@ class TokenEstimator:
             self.reported += reported
 
     def count(self, text: str) -> int:
-        from ingest.tokens import estimate_tokens
-
         raw = estimate_tokens(text)
         return math.ceil(raw * self.ratio * self.margin) if raw else 0
 
@@ -176,8 +175,8 @@ class OpenAIRuntime(Runtime):
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         self._client = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
         self.preset = presets.resolve(settings)
-        # A known vision model by name, or settings.multimodal (a proposed field) to force images on.
-        self.supports_images = bool(self.preset and self.preset.multimodal) or bool(getattr(settings, "multimodal", False))
+        # A known vision model by name, or settings.multimodal to force images on.
+        self.supports_images = bool(self.preset and self.preset.multimodal) or settings.multimodal
         self.estimator = TokenEstimator()
         self._model: str | None = settings.model or None
         self._window: int | None = settings.context_window or None
@@ -186,29 +185,32 @@ class OpenAIRuntime(Runtime):
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> "OpenAIRuntime":
-        """Checks that the server answers (a clear error now rather than at the first question)."""
-        models = self._models()
-        if self._model is None and models:
-            self._model = str(models[0].get("id", ""))
+        """Asks the server what it serves: the model (unless --model names it) and the window (unless
+        --context-window gives it). A server that does not answer is a clear error now, not at the first question."""
+        cards = self._models()
+        if self._model is None:
+            if not cards:
+                raise BackendError(f"{self.endpoint} serves no model.", hint="Pass --model NAME.")
+            self._model = str(cards[0].get("id", ""))
+        if self._window is None:
+            self._window = self._discover_window(cards) or self.DEFAULT_WINDOW
         return self
 
     def shutdown(self) -> None:
         self._client.close()
 
     # -- capabilities --------------------------------------------------------------
+    # Properties only report what is known: start() is what asks the server.
     @property
     def model_name(self) -> str:
         if self._model is None:
-            models = self._models()
-            if not models:
-                raise BackendError(f"{self.endpoint} serves no model.", hint="Pass --model NAME.")
-            self._model = str(models[0].get("id", ""))
+            raise BackendError("The openai runtime does not know the served model yet.", hint=_START_HINT)
         return self._model
 
     @property
     def context_window(self) -> int:
         if self._window is None:
-            self._window = self._discover_window() or FALLBACK_WINDOW
+            raise BackendError("The openai runtime does not know the server's window yet.", hint=_START_HINT)
         return self._window
 
     def image_tokens(self, width: int, height: int) -> int:
@@ -217,8 +219,6 @@ class OpenAIRuntime(Runtime):
         if self.preset and self.preset.image_family:
             return self.preset.image_tokens(width, height)
         # Unknown vision model: charge as Qwen2.5-VL does (one token per 28x28 pixels).
-        from backend.imagecost import qwen_vl_image_tokens
-
         return qwen_vl_image_tokens(width, height)
 
     def template_overhead(self) -> int:
@@ -303,8 +303,6 @@ class OpenAIRuntime(Runtime):
         )
 
     def _estimate_raw(self, prompt: Prompt) -> int:
-        from ingest.tokens import estimate_tokens
-
         return estimate_tokens(prompt.system) + estimate_tokens(prompt.text_only()) + self.template_overhead()
 
     def _count_prompt(self, prompt: Prompt) -> int:
@@ -316,8 +314,6 @@ class OpenAIRuntime(Runtime):
         return self.count_tokens(prompt.system) + self.count_tokens(prompt.text_only()) + images + self.template_overhead()
 
     def _image_cost(self, path: Path) -> int:
-        from PIL import Image
-
         with Image.open(path) as img:
             return self.image_tokens(*img.size)
 
@@ -345,10 +341,9 @@ class OpenAIRuntime(Runtime):
             raise self._http_error(response, "/v1/models")
         return list(response.json().get("data") or [])
 
-    def _discover_window(self) -> int | None:
-        """``max_model_len`` from /v1/models (SGLang, vLLM), else llama.cpp's /props ``n_ctx``."""
-        cards = self._models()
-        cards.sort(key=lambda card: card.get("id") != self._model)  # the served model's card first
+    def _discover_window(self, cards: list[dict[str, Any]]) -> int | None:
+        """``max_model_len`` from the /v1/models cards (SGLang, vLLM), else llama.cpp's /props ``n_ctx``."""
+        cards = sorted(cards, key=lambda card: card.get("id") != self._model)  # the served model's card first
         for card in cards:
             for key in ("max_model_len", "context_length", "context_window"):
                 if isinstance(card.get(key), int) and card[key] > 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend import imagecost
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,8 @@ def for_model(model: str) -> Preset | None:
     return None
 
 
-def resolve(settings: Any) -> Preset | None:
-    """The preset named by ``settings.preset`` (a proposed field), else the one matching ``settings.model``."""
-    name = getattr(settings, "preset", "") or ""
-    if name:
-        return get(name)
-    return for_model(getattr(settings, "model", "") or "")
+def resolve(settings: Settings) -> Preset | None:
+    """The preset named by ``settings.preset``, else the one matching ``settings.model``."""
+    if settings.preset:
+        return get(settings.preset)
+    return for_model(settings.model)

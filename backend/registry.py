@@ -8,8 +8,8 @@ from importlib import metadata
 from typing import Callable
 
 from backend.base import Runtime
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 ENTRY_POINT_GROUP = "quire.runtimes"
 
@@ -63,7 +63,7 @@ def _sglang_usable() -> bool:
     if importlib.util.find_spec("sglang") is None or importlib.util.find_spec("torch") is None:
         return False
     try:
-        import torch
+        import torch  # lazily: a GPU-only dependency of seconds to import, asked only when auto must choose
 
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - a broken torch means: no GPU runtime

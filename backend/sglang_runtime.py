@@ -29,8 +29,8 @@ from typing import Any, Iterator
 
 from backend import presets
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 1800.0  # a 100B-parameter model can take many minutes to load
@@ -49,7 +49,7 @@ def check_available() -> None:
     if missing:
         raise RuntimeUnavailable(f"The sglang runtime cannot start: {' and '.join(missing)} not installed.",
                                  hint=UNAVAILABLE_HINT)
-    import torch
+    import torch  # lazily: GPU-only and slow to import; present, as checked above
 
     if not torch.cuda.is_available():
         raise RuntimeUnavailable("The sglang runtime cannot start: no CUDA GPU is visible.", hint=UNAVAILABLE_HINT)
@@ -81,10 +81,9 @@ def server_args(settings: Settings, preset: presets.Preset | None = None) -> dic
         args["chat_template"] = template
     if preset and preset.multimodal:
         args["enable_multimodal"] = True
-    mem = getattr(settings, "mem_fraction_static", 0.0)
-    if mem:
-        args["mem_fraction_static"] = mem
-    if getattr(settings, "enable_hierarchical_cache", False):
+    if settings.mem_fraction_static:
+        args["mem_fraction_static"] = settings.mem_fraction_static
+    if settings.enable_hierarchical_cache:
         args["enable_hierarchical_cache"] = True
     if preset:
         args.update({k: v for k, v in preset.server_args.items() if k not in args})
@@ -156,10 +155,12 @@ class SGLangRuntime(Runtime):
     # -- capabilities ------------------------------------------------------------
     @property
     def context_window(self) -> int:
+        """--context-window, else what the engine reported when it started (a property never starts it)."""
         if self.settings.context_window:
             return self.settings.context_window
         if not self._info:
-            self.start()
+            raise BackendError("The SGLang engine has not started, so its window is not known yet.",
+                               hint="Call start() first (Quire does), or pass --context-window N.")
         return int(self._info["context_length"])
 
     @property
@@ -333,9 +334,7 @@ def _wire_prompt(prompt: Prompt) -> dict[str, Any]:
     parts = []
     for part in prompt.parts:
         if part.kind == "image":
-            if part.image_path is None:
-                raise BackendError("An image part has no file.", hint="This is a bug in the context builder.")
-            parts.append({"kind": "image", "path": str(Path(part.image_path).resolve())})
+            parts.append({"kind": "image", "path": str(Path(part.file()).resolve())})
         else:
             parts.append({"kind": "text", "text": part.text})
     return {"system": prompt.system, "parts": parts}

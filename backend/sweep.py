@@ -16,8 +16,8 @@ from typing import Iterator, Sequence
 
 from backend import citations
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
-from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, ref_id, render_segment
-from storage.repo import SegmentRecord
+from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, fitting, ref_id, render_segment
+from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
     r"\b(every|each|all|list|enumerate|table|across|compare|which of the|how many|summari[sz]e)\b", re.IGNORECASE
@@ -132,13 +132,7 @@ def run_sweep(
     yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
-    kept, used = [], 0
-    for line in findings:
-        cost = runtime.count_tokens(line) + 1
-        if used + cost > reduce_budget:
-            break
-        kept.append(line)
-        used += cost
+    kept = findings[:fitting((runtime.count_tokens(line) + 1 for line in findings), reduce_budget)]
     body = "\n".join(kept) if kept else "(no findings: the documents do not appear to address the question)"
     prompt = Prompt(
         REDUCE_SYSTEM,

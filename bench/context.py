@@ -35,9 +35,8 @@ from backend.context import TokenCounter  # noqa: E402
 from backend.llamacpp import LlamaCppRuntime  # noqa: E402
 from backend.sweep import make_shards, map_prompt  # noqa: E402
 from quire.api import Quire  # noqa: E402
-from quire.document import Locator, ParsedDocument, Segment  # noqa: E402
-from quire.settings import Settings  # noqa: E402
-from storage import repo  # noqa: E402
+from core.document import Locator, ParsedDocument, Segment  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 ESSAYS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
 
@@ -59,7 +58,7 @@ def corpus_session(q: Quire, name: str, tokens: int, rt: LlamaCppRuntime) -> int
             break
         segs.append(Segment("text", p, Locator(path="essays.txt", line_start=i + 1, line_end=i + 1), tokens=n))
         used += n
-    repo.store_document(q.db, s.id, ParsedDocument(f"{name}.txt", "text", segs), sha256=hashlib.sha256(name.encode()).hexdigest())
+    q.add_parsed(s, ParsedDocument(f"{name}.txt", "text", segs), sha256=hashlib.sha256(name.encode()).hexdigest())
     return used
 
 
@@ -160,7 +159,7 @@ def main() -> None:
         print(f"big_corpus_tokens={tokens} window={args.sweep_window}")
         _, focus_s = timed_answer(q, "big", question, strategy="focus")
         print(f"focus_s={focus_s:.1f}")
-        segments = repo.session_segments(q.db, q.session("big").id)
+        segments = q.segments("big")
         counter = TokenCounter(rt)
         shards = make_shards(segments, counter, int((args.sweep_window - args.answer_tokens - 300) * 0.97))
         t = time.perf_counter()

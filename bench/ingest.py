@@ -44,9 +44,11 @@ def peak_mb() -> float:
 
 
 # -- methods, each run inside a child process -------------------------------------------------
+# Each method imports what it runs inside its function, on purpose: a child's peak memory (the
+# figure compared) then holds only that method's libraries, not Quire's and a baseline's together.
 def run_quire_pdfs(paths: list[str], ocr: bool = True) -> dict:
+    from core.settings import Settings
     from quire.api import Quire
-    from quire.settings import Settings
 
     home = tempfile.mkdtemp(prefix="qbench-")
     t = time.perf_counter()
@@ -91,9 +93,9 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 
 def run_quire_code(root: str) -> dict:
+    from core.settings import Settings
     from ingest.base import ExtractContext
     from ingest.code import extract_codebase
-    from quire.settings import Settings
     from storage.blobs import BlobStore
 
     home = Path(tempfile.mkdtemp(prefix="qbench-"))
@@ -107,9 +109,8 @@ def run_quire_code(root: str) -> dict:
 
 def run_quire_code_e2e(root: str) -> dict:
     """Stored, searchable, counted: the whole pipeline into a fresh database; then reopening the session."""
+    from core.settings import Settings
     from quire.api import Quire
-    from quire.settings import Settings
-    from storage import repo
 
     home = Path(tempfile.mkdtemp(prefix="qbench-"))
     t = time.perf_counter()
@@ -120,7 +121,7 @@ def run_quire_code_e2e(root: str) -> dict:
     with Quire(Settings(home=home)) as q:  # a new process would do the same: open, list, count
         docs = q.documents("stdlib")
         budget = q.budget("stdlib")
-        hits = repo.search_segments(q.db, q.session("stdlib").id, "json decoder error", limit=10)
+        hits = q.search("stdlib", "json decoder error", limit=10)
     open_s = time.perf_counter() - t
     shutil.rmtree(home, ignore_errors=True)
     return {"status": result.status, "message": result.message, "tokens": result.tokens, "segments": result.segments,
@@ -152,11 +153,7 @@ def child(method: str, arg: str) -> None:
         "quire-code-e2e": lambda: run_quire_code_e2e(args),
         "gitingest": lambda: run_gitingest(args),
     }[method]
-    out = fn()
-    if method.startswith("quire"):
-        from ingest import workers
-
-        workers.shutdown()  # reaps the worker processes, so their peak memory is counted
+    out = fn()  # Quire's close() reaped its worker processes, so their peak memory is counted
     out["peak_mb"] = peak_mb()
     print("RESULT " + json.dumps(out))
 

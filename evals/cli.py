@@ -1,25 +1,30 @@
 """``python app.py eval needle|cuad|leval|list``: the command line of the built-in evaluations.
 
 Wired into quire/cli.py with ``add_parser(sub, common)`` and ``COMMANDS["eval"] = run``.
-Nothing heavy is imported here until a command runs.
+Evaluations reach the app only through :class:`quire.api.Quire`; matplotlib loads when a plot is drawn.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from quire.errors import QuireError
-from quire.settings import Settings
+from core.errors import QuireError
+from core.records import EvalRunRecord
+from core.settings import Settings
+from evals import needle
+from evals.cuad import CuadEval
+from evals.leval import LEvalEval
+from evals.runner import Runner, StderrProgress, sha_texts
+from quire.api import Quire
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 
 def _corpus() -> Path:
-    import os
-
     return Path(os.environ.get("QUIRE_CORPUS") or CORPUS)
 
 
@@ -80,10 +85,6 @@ def run(settings: Settings, args) -> int:
 
 
 def run_one(settings: Settings, args, strategy: str, *, progress=None) -> int:
-    from evals import store
-    from evals.runner import Runner, StderrProgress
-    from quire.api import Quire
-
     kind = args.eval_command
     answer_tokens = args.answer_tokens or (64 if kind == "needle" else settings.max_answer_tokens)
     # Deterministic answers; eval documents are small or one at a time, so ingest reads them in this process.
@@ -104,59 +105,50 @@ def run_one(settings: Settings, args, strategy: str, *, progress=None) -> int:
             status = "done" if len(results) == len(evaluation.plan()) else "partial"
         finally:
             if status == "running":
-                store.finish_run(q.db, run_rec.id, results={}, summary={}, status="interrupted")
+                q.finish_eval_run(run_rec.id, results={}, summary={}, status="interrupted")
         out_dir = Path(run_rec.out_dir)
         results_json, summary = evaluation.finish(run_rec, results, out_dir)
-        store.finish_run(q.db, run_rec.id, results=results_json, summary=summary, status=status)
+        q.finish_eval_run(run_rec.id, results=results_json, summary=summary, status=status)
     _report(run_rec, summary, status, out_dir)
     return 1 if results and summary.get("errors") == len(results) else 0
 
 
-def _open_run(q, kind: str, strategy: str, corpus_sha: str, params: dict[str, Any], args):
-    from evals import store
-    from evals.store import EvalRun
-
+def _open_run(q: Quire, kind: str, strategy: str, corpus_sha: str, params: dict[str, Any], args) -> EvalRunRecord:
     rt = q.runtime()
-    wanted = EvalRun(0, kind, rt.name, rt.model_name, strategy, rt.context_window, corpus_sha,
-                     params | {"limit": args.limit, "out": str(args.out or "")})
+    wanted = EvalRunRecord(kind=kind, runtime=rt.name, model=rt.model_name, strategy=strategy, window=rt.context_window,
+                           corpus_sha=corpus_sha, params=params | {"limit": args.limit, "out": str(args.out or "")})
     if args.resume:
-        found = store.get_run(q.db, args.resume)
+        found = q.eval_run(args.resume)
         if found.kind != kind:
             raise QuireError(f"Run {args.resume} is a {found.kind} run, not {kind}.")
     else:
-        found = store.find_unfinished(q.db, wanted)
+        found = q.unfinished_eval_run(wanted)
     if found is not None:
         if args.out:
-            store.set_out_dir(q.db, found.id, str(args.out))
+            q.set_eval_out_dir(found.id, str(args.out))
             found.out_dir = str(args.out)
         return found
-    run_id = store.create_run(q.db, wanted)
-    out_dir = str(args.out or q.settings.home / "evals" / f"{kind}-{run_id}-{strategy}")
-    store.set_out_dir(q.db, run_id, out_dir)
-    return store.get_run(q.db, run_id)
+    run = q.create_eval_run(wanted)
+    out_dir = str(args.out or q.settings.home / "evals" / f"{kind}-{run.id}-{strategy}")
+    q.set_eval_out_dir(run.id, out_dir)
+    return q.eval_run(run.id)
 
 
-def _evaluation(kind: str, args, q, settings: Settings):
+def _evaluation(kind: str, args, q: Quire, settings: Settings):
     if kind == "needle":
         return _needle(args, q)
     if kind == "cuad":
-        from evals.cuad import CuadEval
-
         path = args.path or _corpus() / "contracts" / "cuad"
         ev = CuadEval.from_folder(path, contracts=args.contracts, categories=_split(args.categories, ";"), order=args.order)
         return ev, ev.corpus_sha(), {"path": str(path), "contracts": ev.contract_titles(), "categories": ev.categories}
     if kind == "leval":
-        from evals.leval import LEvalEval
-
         path = args.path or _corpus() / "longcontext" / "leval"
         ev = LEvalEval.from_path(path, tasks=_split(args.tasks, ","))
         return ev, ev.corpus_sha(), {"path": str(path), "tasks": ev.task_names()}
     raise QuireError(f"Unknown evaluation {kind!r}.", hint="Choose needle, cuad, leval or list.")
 
 
-def _needle(args, q):
-    from evals import needle
-
+def _needle(args, q: Quire):
     if args.session:
         source, sha = needle.session_text(q, args.session)
         origin = f"session:{args.session}"
@@ -174,8 +166,6 @@ def _needle(args, q):
     )
     params = {"variant": p.variant, "lengths": lengths, "depths": p.depths, "haystack": origin,
               "needle_config": str(config_path), "needle": p.needle, "question": p.question, "values": p.values}
-    from evals.runner import sha_texts
-
     return needle.NeedleEval(p, source), sha_texts([sha, json.dumps(config, sort_keys=True)]), params
 
 
@@ -202,19 +192,12 @@ def _report(run, summary: dict, status: str, out_dir: Path) -> None:
 
 
 def _list(settings: Settings, args) -> int:
-    from evals.store import list_runs
-    from storage.db import Database
-
-    db = Database(settings.db_path)
-    try:
-        rows = list_runs(db, args.kind or None)
-    finally:
-        db.close()
+    with Quire(settings) as q:
+        rows = q.eval_runs(args.kind or None)
     if not rows:
         print("No evaluation runs yet. Start one with `python app.py eval needle --limit 3`.")
     for r in rows:
-        s = r["summary"]
-        score = s.get("score", s.get("f1"))
-        print(f"{r['id']}\t{r['created_at']}\t{r['kind']}\t{r['strategy']}\t{r['model']}\twindow {r['window']}\t"
-              f"{r['status']}\tscore {score if score is not None else '-'}\t{r['plot'] or r['out_dir']}")
+        score = r.summary.get("score", r.summary.get("f1"))
+        print(f"{r.id}\t{r.created_at}\t{r.kind}\t{r.strategy}\t{r.model}\twindow {r.window}\t"
+              f"{r.status}\tscore {score if score is not None else '-'}\t{r.plot() or r.out_dir}")
     return 0

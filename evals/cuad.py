@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pymupdf
+
+from core.errors import QuireError
+from core.records import EvalRunRecord
 from evals import plots, scoring
 from evals.runner import Item, Runner, sha_files, timings, write_json, write_table
-from evals.store import EvalRun
-from quire.errors import QuireError
 
 INSTRUCTION = " Quote the exact words of the contract. If the contract has no such clause, say that it does not."
 _QUOTED = re.compile(r"[\"“]([^\"“”]{3,2000})[\"”]")
@@ -91,8 +93,6 @@ def expert_spans(qa: dict[str, Any]) -> list[str]:
 
 # -- spans to pages ------------------------------------------------------------------
 def page_texts(pdf: Path) -> list[str]:
-    import pymupdf
-
     with pymupdf.open(pdf) as doc:
         return [" ".join(scoring.words(page.get_text())) for page in doc]
 
@@ -217,7 +217,7 @@ class CuadEval:
                               [c.get("page") for c in asked["citations"]], gold_pages, question)
         return result | scored | {"score": scored["f1"]}
 
-    def finish(self, run: EvalRun, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
+    def finish(self, run: EvalRunRecord, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
         header = ["category", "items", "f1", "span_overlap", "page_hit", "absent_correct", "errors"]
         rows = [_row(cat, [r for r in results.values() if r.get("category") == cat]) for cat in self.categories]
         rows = [r for r in rows if r[1]]

@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.errors import QuireError
+from core.records import EvalRunRecord
 from evals import plots, scoring
 from evals.runner import Item, Runner, sha_files, timings, write_json, write_table
-from evals.store import EvalRun
-from quire.errors import QuireError
 
 MC_HINT = "\nAnswer with the letter of the correct option."
 
@@ -101,7 +101,7 @@ class LEvalEval:
             return result | {"score": None}
         return result | score_item(asked["answer"], reference, item.data["metric"])
 
-    def finish(self, run: EvalRun, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
+    def finish(self, run: EvalRunRecord, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
         header = ["task", "metric", "items", "score", "errors"]
         rows = []
         for task in self.tasks:

@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from backend.context import SYSTEM_PROMPT, TokenCounter, question_part, ref_id
+from core.records import EvalRunRecord
 from evals import plots, scoring
 from evals.runner import Item, Runner, sha_files, sha_texts, timings, write_json, write_table
-from evals.store import EvalRun
+from quire.api import Quire
 
 VARIANTS = ("single", "multi", "multikey", "multivalue", "absent")
 DOC_NAME = "haystack.txt"
@@ -222,11 +224,9 @@ def essays_text(folder: Path) -> tuple[str, str]:
     return "\n\n".join(f.read_text(encoding="utf-8", errors="replace").strip() for f in files), sha_files(files)
 
 
-def session_text(q, session: str) -> tuple[str, str]:
+def session_text(q: Quire, session: str) -> tuple[str, str]:
     """(text, sha) of a session's text passages, in reading order: the user's own documents as haystack."""
-    from storage import repo
-
-    segs = repo.session_segments(q.db, q.session(session, create=False).id)
+    segs = q.segments(session)
     texts = [s.text for s in segs if s.kind == "text" and s.text.strip()]
     return "\n\n".join(texts), sha_texts(texts)
 
@@ -266,7 +266,7 @@ class NeedleEval:
         found = [v for v in spec.values if scoring.contains_value(asked["answer"], v)]
         return result | {"score": round(score, 4), "hit": score >= 0.5, "found": found}
 
-    def finish(self, run: EvalRun, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
+    def finish(self, run: EvalRunRecord, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
         lengths, depths = self.p.lengths, self.p.depths
         cell = {(r.get("length"), r.get("depth")): r.get("score") for r in results.values()}
         grid = [[cell.get((n, d)) for n in lengths] for d in depths]
@@ -293,29 +293,26 @@ class NeedleEval:
 
 def plan_haystack(runner: Runner, session: str, item: Item, spec: NeedleSpec, source: str) -> None:
     """Write the item's haystack into ``session`` so its passages fill the budget of an L-token window."""
-    from backend.context import SYSTEM_PROMPT, TokenCounter, question_part, ref_id
-    from storage import repo
-
     q = runner.q
     rt = q.runtime()
     length, depth = item.data["length"], item.data["depth"]
     fixed = rt.count_tokens(SYSTEM_PROMPT) + rt.count_tokens("<documents>\n" + question_part(spec.question)) + rt.template_overhead()
     budget = int(max(0, length - q.settings.max_answer_tokens - fixed) * 0.98)
     target = int(budget * 0.96)  # first guess: leave ~4% for the passage headers
-    sid = q.session(session, create=False).id
+    info = q.session(session, create=False)
     measured = 0
     for _ in range(3):
         text = build_haystack(source, target, spec.needles, depth, rt.count_tokens)
-        runner.add_text(session, DOC_NAME, text)
+        runner.add_text(info, DOC_NAME, text)
         counter = TokenCounter(rt)
-        measured = sum(counter(ref_id(i), s) for i, s in enumerate(repo.session_segments(q.db, sid)))
+        measured = sum(counter(ref_id(i), s) for i, s in enumerate(q.segments(info)))
         if budget * 0.97 <= measured <= budget:
             break
-        for doc in q.documents(session):
-            q.remove_document(session, doc.id)
+        for doc in q.documents(info):
+            q.remove_document(info, doc.id)
         target = max(16, target - (measured - int(budget * 0.985)))
     else:
-        runner.add_text(session, DOC_NAME, text)  # the last try stands, slightly off the target
+        runner.add_text(info, DOC_NAME, text)  # the last try stands, slightly off the target
     item.data.update({"haystack_tokens": measured, "budget": budget, "fixed_prompt_tokens": fixed})
 
 

@@ -10,21 +10,20 @@ after their group unless ``keep_sessions`` is set.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from evals import store
-from evals.store import EvalRun
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import NotFound, QuireError
-from storage import repo
+from core.errors import NotFound, QuireError
+from core.records import EvalRunRecord, TurnRecord
+from quire.api import Quire, SessionRef
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Evaluation(Protocol):
     def score(self, runner: "Runner", session: str, item: Item) -> dict[str, Any]:
         """Ask the item's question in ``session`` and return its result (with the ``ask`` facts)."""
 
-    def finish(self, run: EvalRun, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
+    def finish(self, run: EvalRunRecord, results: dict[str, dict], out_dir: Path) -> tuple[dict, dict]:
         """(results JSON, summary JSON); writes the run's files under ``out_dir``."""
 
 
@@ -53,7 +52,7 @@ ProgressFn = Callable[[int, int, str], None]  # done, total, label
 
 
 class Runner:
-    def __init__(self, q, run: EvalRun, *, progress: ProgressFn | None = None, keep_sessions: bool = False) -> None:
+    def __init__(self, q: Quire, run: EvalRunRecord, *, progress: ProgressFn | None = None, keep_sessions: bool = False) -> None:
         self.q = q
         self.run = run
         self.progress = progress or (lambda done, total, label: None)
@@ -76,29 +75,18 @@ class Runner:
             except NotFound:
                 pass
 
-    def add_text(self, session: str, name: str, text: str) -> None:
+    def add_text(self, session: SessionRef, name: str, text: str) -> None:
         """Ingest ``text`` as a .txt file named ``name``, through the app's own ingest pipeline."""
-        from ingest.base import registry
-        from ingest.pipeline import load_extractors
-
-        load_extractors()
-        if registry.find(Path(name)) is None:  # no text extractor installed: store paragraphs directly
-            self.add_parsed(session, text_document(name, text))
-            return
         with tempfile.TemporaryDirectory(prefix="quire-eval-") as tmp:
             path = Path(tmp) / name
             path.write_text(text, encoding="utf-8")
             self.ingest(session, [path])
 
-    def ingest(self, session: str, paths: Iterable[Path]) -> None:
+    def ingest(self, session: SessionRef, paths: Iterable[Path]) -> None:
         results = self.q.ingest(session, list(paths))
         failed = [r for r in results if not r.ok]
         if failed:
             raise QuireError(f"Could not ingest {failed[0].name}: {failed[0].message}")
-
-    def add_parsed(self, session: str, parsed: ParsedDocument) -> None:
-        sha = hashlib.sha256(json.dumps([parsed.name] + [s.text for s in parsed.segments]).encode()).hexdigest()
-        repo.store_document(self.q.db, self.q.session(session, create=False).id, parsed, sha256=sha)
 
     # -- asking ----------------------------------------------------------------------
     def ask(self, session: str, question: str) -> dict[str, Any]:
@@ -117,11 +105,7 @@ class Runner:
                  "status": c.status, "origin": c.origin, "quote": c.quote[:300]}
                 for c in t.citations
             ],
-            "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens,
-            "cached_tokens": t.cached_tokens,
-            "ttft_s": t.ttft_s,
-            "total_s": t.total_s,
+            **usage_facts(t),
             "decode_s": round(max(0.0, t.total_s - t.ttft_s), 4),
             "share_seen": t.meta.get("share_seen"),
             "narrowed": t.meta.get("narrowed"),
@@ -131,12 +115,12 @@ class Runner:
 
     def cited_texts(self, asked: dict[str, Any]) -> list[str]:
         ids = [c["segment_id"] for c in asked.get("citations", []) if c.get("segment_id")]
-        segs = repo.get_segments(self.q.db, ids)
+        segs = self.q.segments_by_id(ids)
         return [segs[i].text for i in ids if i in segs]
 
     # -- the loop -------------------------------------------------------------------------
     def execute(self, evaluation: Evaluation, items: Sequence[Item]) -> dict[str, dict]:
-        done = store.items(self.q.db, self.run.id)
+        done = self.q.eval_items(self.run.id)
         total = len(items)
         count = sum(1 for it in items if it.key in done)
         self.progress(count, total, "resumed" if count else "starting")
@@ -152,14 +136,14 @@ class Runner:
                 except QuireError as exc:  # the group's documents could not be read: every item records it
                     for it in group_items:
                         result = {"error": exc.user_message(), **it.data}
-                        store.save_item(self.q.db, self.run.id, it.key, result)
+                        self.q.save_eval_item(self.run.id, it.key, result)
                         done[it.key] = result
                         count += 1
                         self.progress(count, total, it.key)
                     continue
                 for it in group_items:
                     result = evaluation.score(self, session, it)
-                    store.save_item(self.q.db, self.run.id, it.key, result)
+                    self.q.save_eval_item(self.run.id, it.key, result)
                     done[it.key] = result
                     count += 1
                     self.progress(count, total, _label(it.key, result))
@@ -176,20 +160,9 @@ def _label(key: str, result: dict) -> str:
 
 
 # -- helpers shared by the evaluations ------------------------------------------------------------
-def text_document(name: str, text: str, para_chars: int = 2000) -> ParsedDocument:
-    """A plain-text document cut into paragraph segments with line ranges (used only without ingest/text.py)."""
-    from ingest.tokens import estimate_tokens
-
-    segments, buf, start = [], [], 1
-    lines = text.splitlines()
-    for no, line in enumerate(lines, 1):
-        buf.append(line)
-        if (not line.strip() and sum(map(len, buf)) >= para_chars // 4) or sum(map(len, buf)) >= para_chars or no == len(lines):
-            chunk = "\n".join(buf).strip()
-            if chunk:
-                segments.append(Segment("text", chunk, Locator(path=name, line_start=start, line_end=no), estimate_tokens(chunk)))
-            buf, start = [], no + 1
-    return ParsedDocument(name=name, kind="text", segments=segments)
+def usage_facts(turn: TurnRecord) -> dict[str, Any]:
+    """The turn's token counts and timings (``prompt_tokens`` ... ``total_s``), as the record names them."""
+    return {k: v for k, v in asdict(turn).items() if k.endswith(("_tokens", "_s"))}
 
 
 def sha_files(paths: Iterable[Path]) -> str:
@@ -238,8 +211,6 @@ def write_json(path: Path, data: Any) -> Path:
 
 def write_table(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Path]:
     """The same table as CSV and Markdown."""
-    import csv
-
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:

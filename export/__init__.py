@@ -2,7 +2,8 @@
 (Markdown, HTML or PDF) and copies of the cited PDFs with those passages highlighted.
 
     from export import export_session
-    paths = export_session(db, blobs, session_id, "html", Path("report.html"))
+    with Quire() as q:
+        paths = export_session(q, "contracts", "html", Path("report.html"))
 """
 
 from export.annotate import highlight_sources
@@ -11,14 +12,13 @@ from export.files import ExportError
 from export.html import render_html
 from export.markdown import render_markdown
 from export.pdf import render_pdf
-from export.report import Report, ReportCitation, ReportDocument, ReportTurn, build_report
+from export.report import Report, ReportCitation, ReportTurn, build_report
 
 __all__ = [
     "FORMATS",
     "ExportError",
     "Report",
     "ReportCitation",
-    "ReportDocument",
     "ReportTurn",
     "UnknownFormat",
     "build_report",

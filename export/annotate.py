@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pymupdf
 
+from core.records import CitationRecord, DocumentRecord
 from export.files import atomic_write, inside, safe_stem, unique
-from storage import repo
-from storage.blobs import BlobStore
-from storage.db import Database
+from quire.api import Quire, SessionRef
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +36,18 @@ class Mark:
     notes: list[str] = field(default_factory=list)
 
 
-def highlight_sources(db: Database, blobs: BlobStore, session_id: int, out_dir: Path) -> list[Path]:
+def highlight_sources(q: Quire, session: SessionRef, out_dir: Path) -> list[Path]:
     """Write ``<stem>-annotated.pdf`` under ``out_dir`` for each cited PDF; return the paths written."""
     out_dir = Path(out_dir)
-    docs = repo.session_documents(db, session_id)
-    marks = collect_marks(db, session_id, docs)
+    info = q.session(session, create=False)
+    docs = q.documents(info)
+    marks = collect_marks(q, info, docs)
     written: list[Path] = []
     taken: set[Path] = set()
     for doc in docs:
         if doc.id not in marks:
             continue
-        source = _source(blobs, doc)
+        source = q.original(doc)
         if source is None:
             log.warning("no stored original for %r: no annotated copy", doc.name)
             continue
@@ -60,10 +60,10 @@ def highlight_sources(db: Database, blobs: BlobStore, session_id: int, out_dir: 
     return written
 
 
-def collect_marks(db: Database, session_id: int, docs: list[repo.DocumentInfo]) -> dict[int, list[Mark]]:
+def collect_marks(q: Quire, session: SessionRef, docs: list[DocumentRecord]) -> dict[int, list[Mark]]:
     """The spots to highlight in each document (by document id), from every turn's paged citations."""
-    turns = repo.list_turns(db, session_id)
-    segments = repo.get_segments(db, {c.segment_id for t in turns for c in t.citations if c.segment_id})
+    turns = q.turns(session)
+    segments = q.segments_by_id({c.segment_id for t in turns for c in t.citations if c.segment_id})
     by_name = {d.name: d.id for d in docs}
     ids = {d.id for d in docs}
     marks: dict[int, dict[tuple, Mark]] = {}
@@ -169,16 +169,7 @@ def _area(page: pymupdf.Page, bbox) -> pymupdf.Rect | None:
     return None if rect.is_empty or rect.is_infinite else rect
 
 
-def _source(blobs: BlobStore, doc: repo.DocumentInfo) -> Path | None:
-    if not doc.blob_sha:
-        return None
-    try:
-        return blobs.find(doc.blob_sha)
-    except ValueError:
-        return None
-
-
-def _note(number: int, question: str, c: repo.CitationRecord) -> str:
+def _note(number: int, question: str, c: CitationRecord) -> str:
     q = " ".join((question or "").split())
     q = q if len(q) <= 300 else q[:299] + "…"
     matched = ", matched" if c.origin == "matched" else ""

@@ -3,42 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from export.annotate import highlight_sources
 from export.files import ExportError, atomic_write, safe_stem
 from export.html import render_html
 from export.markdown import render_markdown
 from export.pdf import pdf_bytes
-from export.report import build_report
-from storage.blobs import BlobStore
-from storage.db import Database
+from export.report import Report, build_report
+from quire.api import Quire, SessionRef
 
-FORMATS = ("md", "html", "pdf")
+# Every report format: its name (the CLI's --format, the file suffix), its label in the UI, its renderer.
+FORMATS: dict[str, tuple[str, Callable[[Report], bytes | str]]] = {
+    "md": ("Markdown", render_markdown),
+    "html": ("HTML", render_html),
+    "pdf": ("PDF", pdf_bytes),
+}
 
 
 class UnknownFormat(ExportError):
     pass
 
 
-def export_session(db: Database, blobs: BlobStore, session_id: int, fmt: str, out: Path) -> list[Path]:
+def export_session(q: Quire, session: SessionRef, fmt: str, out: Path | str) -> list[Path]:
     """Write the report as ``fmt`` to ``out`` and highlighted cited PDFs to ``<out stem>_sources/``.
 
     ``out`` may be an existing folder: the report is then named after the session.
     Returns every path written, the report first.
     """
     fmt = check_format(fmt)
-    report = build_report(db, session_id)
+    info = q.session(session, create=False)
+    report = build_report(q, info)
     out = Path(out)
     if out.is_dir():
         out = out / f"{safe_stem(report.session, 'report')}.{fmt}"
-    if fmt == "md":
-        data: bytes | str = render_markdown(report)
-    elif fmt == "html":
-        data = render_html(report)
-    else:
-        data = pdf_bytes(report)
-    written = [atomic_write(out, data)]
-    written += highlight_sources(db, blobs, session_id, out.parent / f"{out.stem}_sources")
+    written = [atomic_write(out, FORMATS[fmt][1](report))]
+    written += highlight_sources(q, info, out.parent / f"{out.stem}_sources")
     return written
 
 

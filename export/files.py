@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from quire.errors import QuireError
+from core.errors import QuireError
 
 MAX_STEM = 80  # characters
 MAX_STEM_BYTES = 160  # UTF-8 bytes, well under the usual 255-byte name limit

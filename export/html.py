@@ -99,7 +99,7 @@ def _citation(c: ReportCitation) -> str:
     origin = " <span class=\"origin\">(matched)</span>" if c.origin == "matched" else ""
     passage = f"<blockquote>{escape(c.passage)}</blockquote>" if c.passage else NO_PASSAGE
     return (
-        f"<li id=\"{c.anchor}\"><b>{escape(c.ref.join('[]'))}</b> {escape(c.document)}, {escape(c.location)} "
+        f"<li id=\"{c.anchor}\"><b>{escape(c.ref.join('[]'))}</b> {escape(c.document_name)}, {escape(c.location)} "
         f"<span class=\"badge {status}\">{escape(c.status)}</span>{origin}{passage}</li>"
     )
 

@@ -73,7 +73,7 @@ def _answer(turn: ReportTurn) -> str:
 def _citation(c: ReportCitation) -> list[str]:
     matched = " (matched)" if c.origin == "matched" else ""
     head = (
-        f'- <a id="{c.anchor}"></a>**\\[{_inline(c.ref)}\\]** {_inline(c.document)}, '
+        f'- <a id="{c.anchor}"></a>**\\[{_inline(c.ref)}\\]** {_inline(c.document_name)}, '
         f"{_inline(c.location)} - {_inline(c.status)}{matched}"
     )
     body = _quoted(c.passage, indent="  ") if c.passage else "  *(passage not available)*"

@@ -11,42 +11,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from backend.citations import parse_refs
-from quire.document import Locator
-from storage import repo
-from storage.db import Database
+from core.document import Locator
+from core.records import CitationRecord, DocumentRecord, SegmentRecord, TurnRecord
+from quire.api import Quire, SessionRef
 
 PASSAGE_LIMIT = 600  # characters of a segment shown when the citation has no quote
 _ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-@dataclass
-class ReportCitation:
-    ref: str  # "S3", as the answer cites it
+@dataclass(kw_only=True)
+class ReportCitation(CitationRecord):
+    """A stored citation with the passage it cites, as the report shows it."""
+
     anchor: str  # unique id of the passage in the report, e.g. "q1-S3"
-    document: str
     location: str  # "page 2", "src/x.py:12-30" or "whole document"
     passage: str
-    status: str  # verified | unverified | missing
-    origin: str = "model"  # model | matched
-    segment_id: int | None = None
-    locator: Locator = field(default_factory=Locator)
 
 
-@dataclass
-class ReportTurn:
+@dataclass(kw_only=True)
+class ReportTurn(TurnRecord):
+    """A stored turn as the report shows it: numbered, each citation resolved to its passage."""
+
     number: int
-    question: str
-    answer: str
-    created_at: str
-    runtime: str
-    model: str
-    strategy: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    ttft_s: float
-    total_s: float
-    citations: list[ReportCitation]
+    citations: list[ReportCitation] = field(default_factory=list)
 
     def answer_parts(self) -> list[tuple[str, ReportCitation | None]]:
         """The answer split into plain text and cited refs, in order; a ref with no citation stays text."""
@@ -77,19 +64,11 @@ class ReportTurn:
 
 
 @dataclass
-class ReportDocument:
-    name: str
-    kind: str
-    pages: int
-    tokens: int
-
-
-@dataclass
 class Report:
     session: str
     generated_at: str
     runtimes: list[str]  # distinct "runtime / model" labels, in order of first use
-    documents: list[ReportDocument]
+    documents: list[DocumentRecord]
     turns: list[ReportTurn]
 
     @property
@@ -97,24 +76,16 @@ class Report:
         return sum(len(t.citations) for t in self.turns)
 
 
-def build_report(db: Database, session_id: int) -> Report:
+def build_report(q: Quire, session: SessionRef) -> Report:
     """Collect a session's turns, documents and cited passages into a :class:`Report`."""
-    name = _session_name(db, session_id)
-    turns = repo.list_turns(db, session_id)
+    info = q.session(session, create=False)
+    turns = q.turns(info)
     ids = {c.segment_id for t in turns for c in t.citations if c.segment_id is not None}
-    segments = repo.get_segments(db, ids)
+    segments = q.segments_by_id(ids)
     report_turns = [_turn(i, t, segments) for i, t in enumerate(turns, 1)]
     runtimes = list(dict.fromkeys(t.runtime_label() for t in report_turns if t.runtime_label()))
-    documents = [ReportDocument(d.name, d.kind, d.pages, d.tokens) for d in repo.session_documents(db, session_id)]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Report(name, generated, runtimes, documents, report_turns)
-
-
-def location_label(locator: Locator) -> str:
-    """One label for a place in a document, the same in every format: "page 2", "a.py:3-9"."""
-    if locator.page is not None:
-        return f"page {locator.page}"
-    return locator.label() or "whole document"
+    return Report(info.name, generated, runtimes, q.documents(info), report_turns)
 
 
 def trim(text: str, limit: int = PASSAGE_LIMIT) -> str:
@@ -126,27 +97,18 @@ def trim(text: str, limit: int = PASSAGE_LIMIT) -> str:
     return cut.rstrip(" ,;:") + " …"
 
 
-def _session_name(db: Database, session_id: int) -> str:
-    return repo.get_session_by_id(db, session_id).name
-
-
-def _turn(number: int, t: repo.TurnRecord, segments: dict[int, repo.SegmentRecord]) -> ReportTurn:
+def _turn(number: int, t: TurnRecord, segments: dict[int, SegmentRecord]) -> ReportTurn:
     anchors: set[str] = set()
     citations = [_citation(number, c, segments.get(c.segment_id), anchors) for c in t.citations]
-    return ReportTurn(
-        number, t.question, t.answer, t.created_at, t.runtime, t.model, t.strategy, t.prompt_tokens,
-        t.completion_tokens, t.cached_tokens, t.ttft_s, t.total_s, citations,
-    )
+    return ReportTurn(**(vars(t) | {"citations": citations}), number=number)
 
 
-def _citation(number: int, c: repo.CitationRecord, seg: repo.SegmentRecord | None, anchors: set[str]) -> ReportCitation:
+def _citation(number: int, c: CitationRecord, seg: SegmentRecord | None, anchors: set[str]) -> ReportCitation:
     locator = c.locator if c.locator != Locator() or seg is None else seg.locator
     passage = (c.quote or "").strip() or (trim(seg.text) if seg is not None else "")
     document = c.document_name or (seg.document_name if seg is not None else "") or "unknown source"
-    return ReportCitation(
-        ref=c.ref, anchor=_anchor(number, c.ref, anchors), document=document, location=location_label(locator),
-        passage=passage, status=c.status, origin=c.origin, segment_id=c.segment_id, locator=locator,
-    )
+    return ReportCitation(**(vars(c) | {"document_name": document, "locator": locator}),
+                          anchor=_anchor(number, c.ref, anchors), location=locator.place(long=True), passage=passage)
 
 
 def _anchor(number: int, ref: str, taken: set[str]) -> str:

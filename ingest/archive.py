@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from quire.errors import CorruptFile, TooLarge
+from core.errors import CorruptFile, TooLarge
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _DRIVE = re.compile(r"^[A-Za-z]:")

@@ -1,7 +1,7 @@
 """What every extractor receives and how extractors are found.
 
 An extractor is a function ``(path, ctx) -> ParsedDocument``. It raises an
-:class:`quire.errors.IngestError` subclass for input it cannot read, writes
+:class:`core.errors.IngestError` subclass for input it cannot read, writes
 images through ``ctx.blobs`` (content-addressed, so a retried file costs
 nothing), and reports progress through ``ctx.progress``.
 """
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from quire.document import ParsedDocument
-from quire.settings import Settings
+from core.document import ParsedDocument
+from core.settings import Settings
 from storage.blobs import BlobStore
 
-from ingest.tokens import estimate_tokens
+from core.tokens import estimate_tokens
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Codebases: a folder, a git repository (the files committed at HEAD), or a zip/tar archive of one.
 
 The result starts with a directory tree that shows each file's token count,
-then each file as numbered-line segments of at most ``CHUNK_LINES`` lines
-(about ``CHUNK_CHARS`` characters), each with a ``path:line`` locator.
+then each file as numbered-line segments of at most ``lines.CHUNK_LINES`` lines
+(about ``lines.CHUNK_CHARS`` characters), each with a ``path:line`` locator.
 Files left out for a reason the user may care about (binary, too large,
 generated, unsafe) are listed in ``meta["skipped"]``; files matched by ignore
 rules are only counted (``meta["ignored"]``).
@@ -11,29 +11,23 @@ rules are only counted (``meta["ignored"]``).
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import pathspec
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import EmptyFile, TooLarge
 from ingest import gitrepo
 from ingest.archive import ArchiveLimits, ArchiveReader
 from ingest.base import ExtractContext, Progress, registry
+from ingest.lines import TokenPipe, check_cancel, count_tokens, file_segments, numbered_segments
 from ingest.notebook import NotNotebook, notebook_text
-from ingest.text import count_many, decode_bytes, read_text, split_lines
-from ingest.tokens import estimate_sampled, estimate_tokens
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import Cancelled, EmptyFile, TooLarge
+from ingest.text import decode_bytes, read_text
 
-CHUNK_LINES = 60
-CHUNK_CHARS = 4000  # about 1,000 tokens of code
-LONG_LINE = 2 * CHUNK_CHARS  # a line longer than this is cut into pieces of its own
-TOKEN_BATCH = 256  # segments handed to the token counter at a time
 MAX_LISTED_SKIPS = 2000  # beyond this, skipped files are counted, not listed
 
 LANGUAGES = {
@@ -435,107 +429,6 @@ def _read_git(root: str, blobs: dict[str, str], wanted: list[tuple[str, int]]):
         yield rel, data, "" if data is not None else "missing from the repository (shallow or damaged clone)"
 
 
-# -- numbered chunks ---------------------------------------------------------
-_PREFIXES: list[str] = [""]  # "1\t", "2\t", ...; index 0 unused, grown on demand
-
-
-def _prefix_list(n: int) -> list[str]:
-    """Line-number prefixes: number and tab cost about 1.2 tokens a line, ``  12 | `` about 3.4."""
-    if len(_PREFIXES) <= n:
-        _PREFIXES.extend([f"{i}\t" for i in range(len(_PREFIXES), n + 1)])
-    return _PREFIXES
-
-
-def _chunk_end(lines: list[str], a: int, n: int) -> int:
-    b = min(a + CHUNK_LINES, n)
-    if sum(map(len, lines[a:b])) > CHUNK_CHARS:
-        size, b = 0, a
-        while b < n and (b == a or size + len(lines[b]) <= CHUNK_CHARS) and len(lines[b]) <= LONG_LINE:
-            size += len(lines[b]) + 1
-            b += 1
-        return max(b, a + 1)
-    if b < n and b - a == CHUNK_LINES:  # prefer ending on a blank line in the last quarter
-        for i in range(b - 1, a + CHUNK_LINES * 3 // 4, -1):
-            if not lines[i].strip():
-                return i + 1
-    return b
-
-
-def numbered_chunks(text: str) -> list[tuple[int, int, str]]:
-    """(line_start, line_end, body) with every line prefixed by its number and a tab; 1-based, inclusive."""
-    lines = split_lines(text)
-    n = len(lines)
-    prefixes = _prefix_list(n)
-    chunks, a = [], 0
-    while a < n:
-        if len(lines[a]) > LONG_LINE:
-            line = lines[a]
-            chunks.extend((a + 1, a + 1, prefixes[a + 1] + line[i:i + CHUNK_CHARS])
-                          for i in range(0, len(line), CHUNK_CHARS))
-            a += 1
-            continue
-        b = _chunk_end(lines, a, n)
-        chunks.append((a + 1, b, "\n".join(map(operator.add, prefixes[a + 1:b + 1], lines[a:b]))))
-        a = b
-    return chunks
-
-
-def count_tokens(texts: list[str], ctx: ExtractContext, name: str = "") -> list[int]:
-    _check_cancel(ctx, name)
-    if ctx.count_tokens is estimate_tokens and len(texts) >= TOKEN_BATCH // 2:
-        return estimate_sampled(texts)  # a codebase can hold millions of tokens: sample, then scale
-    return count_many(texts, ctx, check=lambda: _check_cancel(ctx, name))
-
-
-class TokenPipe:
-    """Counts segment tokens in the background while files are still being read."""
-
-    def __init__(self, ctx: ExtractContext, name: str) -> None:
-        self.ctx, self.name = ctx, name
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="quire-tokens")
-        self.pending: list[Segment] = []
-        self.jobs: list[tuple[list[Segment], Future]] = []
-
-    def __enter__(self) -> "TokenPipe":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def add(self, segments: list[Segment]) -> None:
-        self.pending.extend(segments)
-        if len(self.pending) >= TOKEN_BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if batch:
-            self.jobs.append((batch, self.pool.submit(count_tokens, [s.text for s in batch], self.ctx, self.name)))
-
-    def finish(self) -> None:
-        self._flush()
-        for batch, job in self.jobs:
-            for seg, tokens in zip(batch, job.result()):
-                seg.tokens = tokens
-        self.jobs.clear()
-
-
-def _file_segments(rel: str, text: str, language: str) -> list[Segment]:
-    return [
-        Segment("text", f"File: {rel} (lines {a}-{b})\n{body}", Locator(path=rel, line_start=a, line_end=b),
-                meta={"language": language})
-        for a, b, body in numbered_chunks(text)
-    ]
-
-
-def numbered_segments(text: str, name: str, ctx: ExtractContext, language: str | None = None) -> list[Segment]:
-    """One file as numbered-line segments with token counts (used for single files too)."""
-    segments = _file_segments(name, text, language or language_of(name))
-    for seg, tokens in zip(segments, count_tokens([s.text for s in segments], ctx, name)):
-        seg.tokens = tokens
-    return segments
-
-
 # -- the tree ----------------------------------------------------------------
 def _tree_key(path: str) -> tuple:
     parts = path.split("/")
@@ -558,11 +451,6 @@ def render_tree(title: str, file_tokens: dict[str, int]) -> str:
 
 
 # -- the extractor -----------------------------------------------------------
-def _check_cancel(ctx: ExtractContext, name: str) -> None:
-    if ctx.cancelled():
-        raise Cancelled(name, "was cancelled before it was read completely.", hint="Add it again to read it.")
-
-
 def _collect(path: Path, name: str, ctx: ExtractContext, stack) -> tuple[Collected, list, Iterable]:
     rules = IgnoreRules()
     cap = ctx.settings.code_file_kb << 10
@@ -616,7 +504,7 @@ def _read_all(name, found: Collected, total: int, stream, ctx, pipe: TokenPipe) 
     step = max(1, total // 100)
     for done, (rel, data, problem) in enumerate(stream, 1):
         if done % 16 == 0:
-            _check_cancel(ctx, name)
+            check_cancel(ctx, name)
         if done % step == 0 or done == total:
             ctx.progress(Progress("file", rel, done, total))
         text, problem = classify(rel, data) if data is not None else (None, problem)
@@ -624,7 +512,7 @@ def _read_all(name, found: Collected, total: int, stream, ctx, pipe: TokenPipe) 
             found.skipped.append({"path": rel, "reason": problem})
             continue
         language = language_of(rel)
-        segments = _file_segments(rel, text, language)
+        segments = file_segments(rel, text, language)
         pipe.add(segments)
         files[rel] = (language, len(data), segments)
     return files

@@ -13,12 +13,13 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import CorruptFile, EmptyFile, TooLarge
 from ingest import ocr
 from ingest.base import ExtractContext, Progress, registry
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import CorruptFile, EmptyFile, TooLarge
 
 MAX_SIDE = 4096  # stored images are downsampled to this long side
 MAX_PIXELS = 100_000_000  # refuse images with more pixels than this (a JPEG is decoded reduced instead)
@@ -128,8 +129,6 @@ def _thumbnail(im: Image.Image) -> Image.Image:
 
 
 def _ocr_segments(image: Image.Image, name: str, engine: ocr.OcrEngine, ctx: ExtractContext) -> list[Segment]:
-    import numpy as np
-
     grey = image.convert("L")
     scale = 1.0
     if max(grey.size) > OCR_MAX_SIDE:

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core.document import ParsedDocument
+from core.errors import IngestError, QuireError
+from core.tokens import estimate_tokens
 from ingest.base import ExtractContext, registry
-from quire.document import ParsedDocument
-from quire.errors import IngestError, QuireError
+from ingest.code import extract_codebase
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
-BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.code", "ingest.notebook")
+BUILTIN_EXTRACTORS = ("ingest.pdf", "ingest.image", "ingest.text", "ingest.office", "ingest.code", "ingest.notebook")
 _loaded = False
 
 
@@ -64,8 +66,6 @@ class Job:
 
 def run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:
     if job.path.is_dir():
-        from ingest.code import extract_codebase
-
         return extract_codebase(job.path, ctx)
     return registry.find(Path(job.lookup))(job.path, ctx)
 
@@ -83,8 +83,6 @@ def extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
 def warm_up(_: object = None) -> bool:
     """Run in each new worker before the first file arrives: the imports cost about a second."""
     load_extractors()
-    from ingest.tokens import estimate_tokens
-
     estimate_tokens("warm")
     return True
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.document import ParsedDocument
+from core.errors import CorruptFile, EmptyFile
 from ingest.base import ExtractContext, registry
-from quire.document import ParsedDocument
-from quire.errors import CorruptFile, EmptyFile
+from ingest.lines import numbered_segments
 
 OUTPUT_CHARS = 2000  # text output kept per cell; long logs are cut with a note
 
@@ -88,8 +89,6 @@ def _outputs(outputs: list) -> str:
 @registry.register(".ipynb")
 def extract_notebook(path: Path, ctx: ExtractContext) -> ParsedDocument:
     """One notebook on its own: numbered segments of its text, like a source file."""
-    from ingest.code import numbered_segments
-
     name = ctx.display_name or path.name
     data = path.read_bytes()
     if not data.strip():

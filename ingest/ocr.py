@@ -18,6 +18,10 @@ from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Any, Iterable
 
+import numpy as np
+
+from core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 MIN_SCORE = 0.5  # recognition confidence below which a line is dropped
@@ -55,8 +59,6 @@ class OcrEngine:
         A page scanned sideways or upside down is turned and read again: most detected lines
         standing tall means a quarter turn, and RapidOCR's line classifier tells which way (it
         also tells when wide lines are upside down: a half turn)."""
-        import numpy as np
-
         height, width = image.shape[:2]
         with self._lock:
             result, _ = self._ocr(image)
@@ -88,8 +90,6 @@ class OcrEngine:
         """Whether RapidOCR's line classifier finds most of the longest lines turned 180 degrees.
 
         Uses its internals (pinned version); if they change, pages are taken as upright."""
-        import numpy as np
-
         longest = sorted(result, key=lambda r: -_length(r[0]))[:ORIENTATION_LINES]
         try:
             crops = self._ocr.get_crop_img_list(image, [np.array(r[0], dtype=np.float32) for r in longest])
@@ -174,9 +174,9 @@ MISSING_WARNING = "OCR is not installed (pip install rapidocr-onnxruntime): {wha
 OFF_WARNING = "OCR is turned off: {what} kept as an image only."
 
 
-def for_settings(settings) -> tuple[OcrEngine | None, str]:
+def for_settings(settings: Settings) -> tuple[OcrEngine | None, str]:
     """The engine to use under ``settings`` (``settings.ocr`` False turns it off), or None and why not."""
-    if not getattr(settings, "ocr", True):
+    if not settings.ocr:
         return None, OFF_WARNING
     found = engine(settings.threads)
     return found, "" if found else MISSING_WARNING

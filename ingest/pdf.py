@@ -15,6 +15,7 @@ segment after their OCR text, so runtimes that see images see them.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import stringprep
@@ -25,14 +26,14 @@ from typing import Any
 
 import numpy as np
 import pymupdf
+from PIL import Image
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
 from ingest import ocr
 from ingest.base import ExtractContext, Progress, registry
 from ingest.ocr import Piece, paragraphs, reading_order
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import Cancelled, CorruptFile, EmptyFile, EncryptedPdf, TooLarge, WrongPassword
 
-MAX_PAGES = 5000  # default of Settings.max_pdf_pages
 MAX_RENDER_PIXELS = 12_000_000  # a stored page image never has more pixels than this (huge pages downsampled)
 THUMB_WIDTH = 160  # pixels, at most
 OCR_DPI = 240  # measured on a scan: word recall 0.75 at 150 dpi, 0.81 at 200, 0.93 at 240, for ~2x the time
@@ -99,7 +100,7 @@ def _quiet() -> None:
     pymupdf.TOOLS.mupdf_display_warnings(False)
 
 
-def open_pdf(path: Path, name: str, password: str | None = None, max_pages: int = MAX_PAGES) -> pymupdf.Document:
+def open_pdf(path: Path, name: str, password: str | None = None, *, max_pages: int) -> pymupdf.Document:
     """Open, repair if MuPDF can, and authenticate; raise the matching IngestError otherwise."""
     if path.stat().st_size == 0:
         raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")
@@ -631,8 +632,6 @@ def _figures(page: pymupdf.Page, display: pymupdf.DisplayList, ctx: ExtractConte
             continue
         zoom = ctx.settings.render_dpi / 72
         pix = display.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), clip=r, alpha=False)
-        from PIL import Image
-
         picture = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
         sha = ctx.blobs.put(_jpeg(picture), suffix=".jpg")
         box = (r.x0, r.y0, r.x1, r.y1)
@@ -695,8 +694,6 @@ def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayLis
     Pillow's JPEG encoder is about 6x faster than PNG for a page render, and smaller. Without ``full``,
     only the thumbnail is rendered (at its own small size) and ``image`` is None.
     """
-    from PIL import Image
-
     if not full:
         dpi = max(12, int(72 * THUMB_WIDTH / max(page.rect.width, 1)))
         pix, _ = _pixmap(page, dpi, MAX_RENDER_PIXELS, display=display)
@@ -711,15 +708,29 @@ def _render(page: pymupdf.Page, ctx: ExtractContext, display: pymupdf.DisplayLis
 
 
 def _jpeg(picture, quality: int = 85) -> bytes:
-    import io
-
     buf = io.BytesIO()
     picture.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
 def _array(pix: pymupdf.Pixmap):
-    import numpy as np
-
     data = np.frombuffer(pix.samples, dtype=np.uint8)
     return data.reshape(pix.height, pix.width) if pix.n == 1 else data.reshape(pix.height, pix.width, pix.n)[..., ::-1]
+
+
+# -- a page for the citation viewer --------------------------------------------
+def render_page(path: Path, page: int, dpi: int) -> tuple[bytes, tuple[float, float]] | None:
+    """Page ``page`` (1-based) of the kept original PDF as PNG bytes, with the page's size in points.
+
+    For pages whose image was not stored at ingest (text pages keep only a thumbnail). None when the
+    file is damaged or locked or has no such page: the viewer then shows the passage's text only.
+    """
+    try:
+        with pymupdf.open(path) as pdf:
+            if not 0 < page <= pdf.page_count or pdf.needs_pass:
+                return None
+            pdf_page = pdf[page - 1]
+            pix = pdf_page.get_pixmap(dpi=dpi)
+            return pix.tobytes("png"), (pdf_page.rect.width, pdf_page.rect.height)
+    except (RuntimeError, ValueError):  # a damaged original
+        return None

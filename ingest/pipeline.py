@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from core.document import ParsedDocument
+from core.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
+from core.settings import Settings
 from ingest.base import ExtractContext, Progress, registry
-from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor
-from quire.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
-from quire.document import ParsedDocument
-from quire.settings import Settings
+from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor, warm_up
+from ingest.workers import WorkerPool
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -70,8 +69,10 @@ class Ingestor:
     whatever was already stored (each document is written whole or not at all).
     """
 
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
-        self.settings, self.db, self.blobs = settings, db, blobs
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore, workers: WorkerPool | None = None) -> None:
+        """``workers``: the extraction processes to use, owned (and shut down) by the caller; without
+        them, as with ``settings.workers`` 1, every file is read in this process."""
+        self.settings, self.db, self.blobs, self.pool = settings, db, blobs, workers
         load_extractors()
 
     def ingest(
@@ -114,7 +115,7 @@ class Ingestor:
 
         workers = min(self._workers(), len(jobs))
         jobs.sort(key=_job_size, reverse=True)  # the biggest first, so no large file is left alone at the end
-        if jobs and self.settings.workers != 1:  # in worker processes: parallel, and a crash cannot take the app down
+        if jobs and self.pool is not None and self.settings.workers != 1:  # in workers: parallel, and a crash cannot take the app down
             self._run_pool(jobs, workers, finished, progress, cancelled)
         else:
             for job in jobs:
@@ -128,10 +129,8 @@ class Ingestor:
 
     def warm(self, workers: int | None = None) -> None:
         """Start the extraction workers ahead of the first batch (the app does it at launch)."""
-        from ingest import workers as pool
-        from ingest.jobs import warm_up
-
-        pool.warm(workers or self._workers(), warm_up)
+        if self.pool is not None:
+            self.pool.warm(workers or self._workers(), warm_up)
 
     def _workers(self) -> int:
         """Worker processes for a batch: the setting, or one per core."""
@@ -182,9 +181,7 @@ class Ingestor:
                               display_name=job.name, progress=progress, cancelled=cancelled)
 
     def _run_pool(self, jobs, workers, finished, progress, cancelled) -> None:
-        from ingest import workers as pool
-
-        queue = pool.progress_queue()
+        queue = self.pool.progress_queue()
 
         def drain() -> None:
             while not queue.empty():
@@ -200,7 +197,7 @@ class Ingestor:
                 message = f"{job.name}: could not be read ({why}). Check the file and try again."
             finished(job, IngestResult(job.name, "error", message=message))
 
-        pool.run_all(
+        self.pool.run_all(
             [(job, self.settings, queue) for job in jobs],
             extract_in_worker,
             workers=workers,
@@ -215,19 +212,9 @@ class Ingestor:
 
     def _store(self, session_id: int, job: Job, parsed: ParsedDocument) -> IngestResult:
         sha = job.sha or _sha_of_parsed(parsed)
-        blob_sha = self._keep_original(job.path, sha, job.suffix) if job.sha else None
+        blob_sha = self.blobs.put_file(job.path, sha, job.suffix) if job.sha else None
         doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=str(job.path), blob_sha=blob_sha)
         return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments))
-
-    def _keep_original(self, path: Path, sha: str, suffix: str) -> str:
-        target = self.blobs.path(sha, suffix)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            os.close(fd)
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
-        return sha
 
 
 def _job_size(job: Job) -> int:

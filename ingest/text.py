@@ -17,17 +17,16 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 from pathlib import Path
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import CorruptFile, EmptyFile, UnsupportedFile
 from ingest.base import ExtractContext, registry
-from ingest.tokens import estimate_many, estimate_tokens
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import CorruptFile, EmptyFile, UnsupportedFile
+from ingest.lines import count_many, numbered_segments, split_lines
 
 PARA_CHARS = 3000  # a paragraph longer than this is cut at line, then sentence boundaries
 MIN_PARA_CHARS = 200  # shorter paragraphs (headings, list intros) join the next one
 TABLE_ROWS = 40
 TABLE_CHARS = 4000
 WIDE_TABLE = 12  # more columns than this: rows become "column: value" records
-TOKEN_BATCH = 256
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -76,17 +75,6 @@ def _bomless_utf16(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def count_many(texts: list[str], ctx: ExtractContext, check=lambda: None) -> list[int]:
-    """Token estimates for many texts: batched on two threads unless the context brings its own counter."""
-    if ctx.count_tokens is not estimate_tokens:
-        return [ctx.count_tokens(t) for t in texts]
-    counts: list[int] = []
-    for i in range(0, len(texts), TOKEN_BATCH):
-        check()
-        counts.extend(estimate_many(texts[i:i + TOKEN_BATCH]))
-    return counts
-
-
 def read_text(path: Path, name: str) -> tuple[str, str]:
     """The decoded text of a file, refusing empty and binary ones with a message naming it."""
     data = path.read_bytes()
@@ -98,16 +86,6 @@ def read_text(path: Path, name: str) -> tuple[str, str]:
     if not text.strip():
         raise EmptyFile(name, "has no text (it is empty or only whitespace).", hint="Nothing to read.")
     return text, encoding
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines as editors number them (``\\n``, ``\\r\\n`` or ``\\r``), without a phantom last line."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
 
 
 # -- prose ------------------------------------------------------------------
@@ -127,7 +105,7 @@ def paragraphs(lines: list[str]) -> list[tuple[int, int, str]]:
     return blocks
 
 
-def _merge_small(blocks: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+def merge_small(blocks: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     merged: list[tuple[int, int, str]] = []
     pending: tuple[int, int, str] | None = None
     for a, b, text in blocks:
@@ -160,10 +138,10 @@ def _split_long(block: tuple[int, int, str], lines: list[str]) -> list[tuple[int
                 start, size = n, len(lines[n - 1]) + 1
         out.extend(_split_long((start, b, "\n".join(lines[start - 1:b])), lines))
         return out
-    return [(a, a, piece) for piece in _cut_line(text)]
+    return [(a, a, piece) for piece in cut_line(text)]
 
 
-def _cut_line(text: str) -> list[str]:
+def cut_line(text: str) -> list[str]:
     """One very long line, cut at sentence ends (or hard, when there are none)."""
     pieces, current = [], ""
     for sentence in _SENTENCE_END.split(text):
@@ -184,17 +162,17 @@ def _cut_line(text: str) -> list[str]:
 
 def prose_blocks(text: str) -> list[tuple[int, int, str]]:
     lines = split_lines(text)
-    blocks = _merge_small(paragraphs(lines))
+    blocks = merge_small(paragraphs(lines))
     return [piece for block in blocks for piece in _split_long(block, lines)]
 
 
-def _segments(blocks, name: str, ctx: ExtractContext, **meta) -> list[Segment]:
+def prose_segments(blocks, name: str, ctx: ExtractContext, **meta) -> list[Segment]:
     counts = count_many([body for _, _, body in blocks], ctx)
     return [Segment("text", body, Locator(path=name, line_start=a, line_end=b), tokens=n, meta=dict(meta))
             for (a, b, body), n in zip(blocks, counts)]
 
 
-def _document(name: str, segments: list[Segment], **meta) -> ParsedDocument:
+def text_document(name: str, segments: list[Segment], **meta) -> ParsedDocument:
     if not segments:
         raise EmptyFile(name, "has no text to read.", hint="Nothing to read.")
     return ParsedDocument(name=name, kind="text", segments=segments, meta=meta)
@@ -205,8 +183,8 @@ def extract_text(path: Path, ctx: ExtractContext) -> ParsedDocument:
     name = ctx.display_name or path.name
     text, encoding = read_text(path, name)
     fmt = "markdown" if name.lower().endswith((".md", ".markdown")) else "text"
-    segments = _segments(prose_blocks(text), name, ctx, format=fmt)
-    return _document(name, segments, encoding=encoding, lines=len(split_lines(text)))
+    segments = prose_segments(prose_blocks(text), name, ctx, format=fmt)
+    return text_document(name, segments, encoding=encoding, lines=len(split_lines(text)))
 
 
 # -- tables -----------------------------------------------------------------
@@ -214,7 +192,7 @@ def _cell(value: str) -> str:
     return value.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip()
 
 
-def _md_row(cells: list[str], width: int) -> str:
+def md_row(cells: list[str], width: int) -> str:
     cells = (cells + [""] * width)[:width]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
@@ -250,7 +228,7 @@ def extract_table(path: Path, ctx: ExtractContext) -> ParsedDocument:
     if width > WIDE_TABLE:
         render, head = (lambda row, n: _record(header[2], row, n)), ""
     else:
-        render, head = (lambda row, n: _md_row(row, width)), _md_row(header[2], width) + "\n|" + " --- |" * width
+        render, head = (lambda row, n: md_row(row, width)), md_row(header[2], width) + "\n|" + " --- |" * width
     chunks = list(_table_chunks(head, body, render, header[0]))
     counts = count_many([c[-1] for c in chunks], ctx)
     segments = [
@@ -258,7 +236,7 @@ def extract_table(path: Path, ctx: ExtractContext) -> ParsedDocument:
                 meta={"format": "records" if width > WIDE_TABLE else "table", "rows": [first, last]})
         for (a, b, first, last, chunk), n in zip(chunks, counts)
     ]
-    return _document(name, segments, encoding=encoding, rows=len(body), columns=width)
+    return text_document(name, segments, encoding=encoding, rows=len(body), columns=width)
 
 
 def _record(header: list[str], row: list[str], number: int) -> str:
@@ -299,8 +277,6 @@ def _sniff_delimiter(text: str) -> str:
 @registry.register(".json", ".jsonl", ".ndjson")
 def extract_json(path: Path, ctx: ExtractContext) -> ParsedDocument:
     """JSON as numbered lines; minified JSON is pretty-printed first (line numbers then follow that form)."""
-    from ingest.code import numbered_segments
-
     name = ctx.display_name or path.name
     text, encoding = read_text(path, name)
     reformatted = False
@@ -310,7 +286,7 @@ def extract_json(path: Path, ctx: ExtractContext) -> ParsedDocument:
         except ValueError:
             pass  # not valid JSON: keep the text as it is
     segments = numbered_segments(text, name, ctx, language="json")
-    return _document(name, segments, encoding=encoding, reformatted=reformatted)
+    return text_document(name, segments, encoding=encoding, reformatted=reformatted)
 
 
 # -- HTML -------------------------------------------------------------------
@@ -373,16 +349,16 @@ def html_blocks(text: str) -> list[tuple[int, int, str]]:
     parser.feed(text)
     parser.close()
     parser.flush()
-    blocks = _merge_small(parser.blocks)
-    return [(a, b, piece) for a, b, body in blocks for piece in (_cut_line(body) if len(body) > PARA_CHARS else [body])]
+    blocks = merge_small(parser.blocks)
+    return [(a, b, piece) for a, b, body in blocks for piece in (cut_line(body) if len(body) > PARA_CHARS else [body])]
 
 
 @registry.register(".html", ".htm", ".xhtml")
 def extract_html(path: Path, ctx: ExtractContext) -> ParsedDocument:
     name = ctx.display_name or path.name
     text, encoding = read_text(path, name)
-    segments = _segments(html_blocks(text), name, ctx, format="html")
-    return _document(name, segments, encoding=encoding)
+    segments = prose_segments(html_blocks(text), name, ctx, format="html")
+    return text_document(name, segments, encoding=encoding)
 
 
 # -- e-mail -----------------------------------------------------------------
@@ -421,87 +397,9 @@ def extract_eml(path: Path, ctx: ExtractContext) -> ParsedDocument:
     segments = [Segment("text", head, Locator(path=name), tokens=ctx.count_tokens(head), meta={"format": "email-headers"})] if head else []
     body = msg.get_body(preferencelist=("plain", "html"))
     if body is not None:
-        segments += _segments(prose_blocks(_part_text(body)), name, ctx, format="email")
+        segments += prose_segments(prose_blocks(_part_text(body)), name, ctx, format="email")
     for part in attachments:
         if part.get_content_maintype() == "text":
             label = f"{name}/{part.get_filename() or 'attachment'}"
-            segments += _segments(prose_blocks(_part_text(part)), label, ctx, format="attachment")
-    return _document(name, segments, attachments=listing)
-
-
-# -- Office documents (python-docx, python-pptx) ------------------------------
-def _office(module: str, name: str, path: Path, package: str):
-    """Open a .docx/.pptx with its package, turning a missing package or a broken file into a user error."""
-    try:
-        opener = __import__(module).Document if module == "docx" else __import__(module).Presentation
-    except ImportError as exc:
-        raise UnsupportedFile(name, f"needs the {package} package to be read.",
-                              hint=f"Install it with: pip install {package}") from exc
-    try:
-        return opener(str(path))
-    except Exception as exc:  # noqa: BLE001 - python-docx/pptx raise many types for a broken package
-        raise CorruptFile(name, f"could not be opened as a {path.suffix or 'Office'} document ({type(exc).__name__}).",
-                          hint="Open and re-save it in an office suite, or export it as PDF.") from exc
-
-
-def _docx_blocks(document) -> list[tuple[int, int, str]]:
-    from docx.table import Table
-
-    blocks = []
-    for index, item in enumerate(document.iter_inner_content(), 1):
-        if isinstance(item, Table):
-            rows = [[cell.text for cell in row.cells] for row in item.rows]
-            width = max((len(r) for r in rows), default=0)
-            text = "\n".join(_md_row(r, width) for r in rows)
-        else:
-            text = item.text.strip()
-            style = (item.style.name if item.style is not None else "") or ""
-            if text and style.startswith("Heading") and style[-1:].isdigit():
-                text = "#" * int(style[-1]) + " " + text
-        if text.strip():
-            blocks.append((index, index, text))
-    return blocks
-
-
-@registry.register(".docx")
-def extract_docx(path: Path, ctx: ExtractContext) -> ParsedDocument:
-    """Word text in reading order; line numbers in locators count the document's paragraphs and tables."""
-    name = ctx.display_name or path.name
-    document = _office("docx", name, path, "python-docx")
-    blocks = _merge_small(_docx_blocks(document))
-    blocks = [(a, b, piece) for a, b, body in blocks for piece in (_cut_line(body) if len(body) > PARA_CHARS else [body])]
-    return _document(name, _segments(blocks, name, ctx, format="docx", unit="paragraph"), unit="paragraph")
-
-
-def _slide_text(slide) -> str:
-    parts = []
-    for shape in slide.shapes:
-        if getattr(shape, "has_text_frame", False) and shape.text_frame.text.strip():
-            parts.append(shape.text_frame.text.strip())
-        elif getattr(shape, "has_table", False):
-            rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
-            width = max((len(r) for r in rows), default=0)
-            parts.append("\n".join(_md_row(r, width) for r in rows))
-    if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
-        notes = slide.notes_slide.notes_text_frame.text.strip()
-        if notes:
-            parts.append("Notes: " + notes)
-    return "\n\n".join(parts)
-
-
-@registry.register(".pptx")
-def extract_pptx(path: Path, ctx: ExtractContext) -> ParsedDocument:
-    """One segment per slide (locator ``page`` = slide number), speaker notes included."""
-    name = ctx.display_name or path.name
-    deck = _office("pptx", name, path, "python-pptx")
-    segments, count = [], 0
-    for number, slide in enumerate(deck.slides, 1):
-        count = number
-        text = _slide_text(slide)
-        if text:
-            text = f"Slide {number}\n{text}"
-            segments.append(Segment("text", text, Locator(page=number), tokens=ctx.count_tokens(text),
-                                    meta={"format": "pptx"}))
-    doc = _document(name, segments, unit="slide")
-    doc.pages = count
-    return doc
+            segments += prose_segments(prose_blocks(_part_text(part)), label, ctx, format="attachment")
+    return text_document(name, segments, attachments=listing)

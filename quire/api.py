@@ -1,4 +1,4 @@
-"""Quire's Python API: what the CLI, the UI and the tests all call.
+"""Quire's Python API: the one door the CLI, the UI, the exports, the evaluations and the tests use.
 
     from quire.api import Quire
     with Quire() as q:
@@ -7,38 +7,54 @@
             ...
 
 Nothing happens at import: the database opens on first use, the model loads on
-the first question.
+the first question, the extraction workers with the first batch of files (or
+:meth:`Quire.warm_ingest`); :meth:`Quire.close` ends all three.
+
+A session argument is a name or the :class:`SessionRecord` that :meth:`Quire.session`
+returned; a caller that makes several calls on one session looks it up once and
+passes the record on. What the front ends receive are records (``core.records``) and
+the stream events below, never a database handle.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from PIL import Image
 
 from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
-from backend.registry import create_runtime, resolve_name, runtime_class
+from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
+from core.document import ParsedDocument
+from core.errors import QuireError
+from core.records import DocumentRecord, EvalRunRecord, SegmentRecord, SessionRecord, TurnRecord
+from core.settings import STRATEGIES, Settings
 from ingest.base import Progress
-from quire.errors import QuireError
-from quire.settings import Settings
-from storage import repo
+from ingest.pdf import render_page
+from ingest.pipeline import Ingestor, IngestResult
+from ingest.workers import WorkerPool
+from storage import eval_runs, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
+__all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
 
-STRATEGIES = ("auto", "full", "focus", "sweep")
+SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 
 
 @dataclass
 class Answer:
     """The end of a streamed answer: the stored turn and how it was produced."""
 
-    turn: repo.TurnRecord
+    turn: TurnRecord
     context: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,39 +81,41 @@ class Quire:
     def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._db: Database | None = None
+        self._user_id: int | None = None
+        self._blobs = BlobStore(self.settings.blob_dir)
         self._runtime = runtime
+        self._workers = WorkerPool()  # started by the first batch (or warm_ingest), ended by close()
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
         self._ask_lock = threading.Lock()
 
     # -- resources ---------------------------------------------------------------
-    @property
-    def db(self) -> Database:
+    def _database(self) -> Database:
         with self._lock:
             if self._db is None:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
                 self._db = Database(self.settings.db_path)
+                self._user_id = repo.ensure_user(self._db)
             return self._db
 
-    @property
-    def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.blob_dir)
-
-    @property
     def runtime_name(self) -> str:
+        """The runtime in use, or the one the first question will start (``auto`` may look for a GPU: a method)."""
         return self._runtime.name if self._runtime else resolve_name(self.settings)
 
     def runtime(self) -> Runtime:
+        """The runtime, started on first use (this loads the model or connects to the server)."""
         with self._lock:
             if self._runtime is None:
                 self._runtime = create_runtime(self.settings).start()
             return self._runtime
 
     def close(self) -> None:
+        """Stop the runtime and the extraction workers, close the database. Safe to call twice."""
         with self._lock:
             if self._runtime is not None:
                 self._runtime.shutdown()
                 self._runtime = None
+            self._workers.shutdown()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -109,65 +127,126 @@ class Quire:
         self.close()
 
     # -- sessions --------------------------------------------------------------------
-    def sessions(self) -> list[repo.SessionInfo]:
-        return repo.list_sessions(self.db)
+    def sessions(self) -> list[SessionRecord]:
+        db = self._database()
+        return repo.list_sessions(db, user_id=self._user_id)
 
-    def session(self, name: str, *, create: bool = True) -> repo.SessionInfo:
-        return repo.get_session(self.db, name, create=create)
+    def session(self, name: SessionRef, *, create: bool = True) -> SessionRecord:
+        """The session's record (a handle for the calls that follow); created if missing unless ``create`` is False."""
+        if isinstance(name, SessionRecord):
+            return name
+        db = self._database()
+        if create:
+            name = repo.check_name(name)
+        return repo.get_session(db, name, user_id=self._user_id, create=create)
 
-    def rename_session(self, name: str, new_name: str) -> repo.SessionInfo:
-        info = self.session(name, create=False)
-        repo.rename_session(self.db, info.id, new_name)
-        return self.session(new_name, create=False)
+    def rename_session(self, session: SessionRef, new_name: str) -> SessionRecord:
+        info = self.session(session, create=False)
+        repo.rename_session(self._database(), info.id, new_name)
+        return repo.get_session_by_id(self._database(), info.id)
 
-    def set_session_settings(self, name: str, **values: Any) -> repo.SessionInfo:
+    def set_session_settings(self, session: SessionRef, **values: Any) -> SessionRecord:
         """Per-session settings (e.g. the strategy), kept with the session across restarts."""
-        info = self.session(name, create=False)
-        repo.update_session_settings(self.db, info.id, values)
-        return self.session(name, create=False)
+        info = self.session(session, create=False)
+        repo.update_session_settings(self._database(), info.id, values)
+        return repo.get_session_by_id(self._database(), info.id)
 
-    def delete_session(self, name: str) -> None:
-        info = self.session(name, create=False)
-        repo.delete_session(self.db, info.id)
+    def delete_session(self, session: SessionRef) -> None:
+        repo.delete_session(self._database(), self.session(session, create=False).id)
+
+    # -- app state -------------------------------------------------------------------
+    def state(self, key: str) -> dict[str, Any]:
+        """What a front end keeps between runs under ``key`` (e.g. the UI's last session)."""
+        return repo.get_state(self._database(), key)
+
+    def set_state(self, key: str, value: dict[str, Any]) -> None:
+        repo.set_state(self._database(), key, value)
 
     # -- documents -------------------------------------------------------------------------
     def ingest(
         self,
-        session: str,
+        session: SessionRef,
         paths: Iterable[Path | str],
         *,
         passwords: dict[str, str] | str | None = None,
         progress: Callable[[Progress], None] = lambda e: None,
         cancelled: Callable[[], bool] = lambda: False,
         names: dict[str, str] | None = None,
-    ):
-        from ingest.pipeline import Ingestor
-
+    ) -> list[IngestResult]:
         info = self.session(session)
-        ingestor = Ingestor(self.settings, self.db, self.blobs)
-        return ingestor.ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled, names=names)
+        return self._ingestor().ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled,
+                                       names=names)
 
     def warm_ingest(self) -> None:
         """Start the extraction workers now (their imports take about a second), so the first
         upload does not wait for them. The app calls it at launch."""
-        from ingest.pipeline import Ingestor
-
         if self.settings.workers != 1:
-            Ingestor(self.settings, self.db, self.blobs).warm()
+            self._ingestor().warm()
 
-    def documents(self, session: str) -> list[repo.DocumentInfo]:
-        return repo.session_documents(self.db, self.session(session, create=False).id)
+    def _ingestor(self) -> Ingestor:
+        return Ingestor(self.settings, self._database(), self._blobs, self._workers)
 
-    def remove_document(self, session: str, document_id: int) -> None:
-        repo.remove_document(self.db, self.session(session, create=False).id, document_id)
+    def add_parsed(self, session: SessionRef, parsed: ParsedDocument, *, sha256: str) -> int:
+        """Store a document built in code (no file, no extractor), as evaluations and benchmarks do."""
+        return repo.store_document(self._database(), self.session(session).id, parsed, sha256=sha256)
 
-    def budget(self, session: str, *, exact: bool = False) -> Budget:
+    def documents(self, session: SessionRef) -> list[DocumentRecord]:
+        return repo.session_documents(self._database(), self.session(session, create=False).id)
+
+    def document(self, document_id: int) -> DocumentRecord:
+        return repo.get_document(self._database(), document_id)
+
+    def remove_document(self, session: SessionRef, document_id: int) -> None:
+        repo.remove_document(self._database(), self.session(session, create=False).id, document_id)
+
+    def segments(self, session: SessionRef) -> list[SegmentRecord]:
+        """Every segment of the session, documents as added, then reading order."""
+        return repo.session_segments(self._database(), self.session(session, create=False).id)
+
+    def segments_by_id(self, ids: Iterable[int]) -> dict[int, SegmentRecord]:
+        """Stored segments by id (those that still exist), e.g. the passages a turn cites."""
+        return repo.get_segments(self._database(), ids)
+
+    def search(self, session: SessionRef, query: str, *, limit: int = 200) -> list[tuple[int, float]]:
+        """Segment ids of the session ranked by full-text relevance to ``query`` (best first), with scores."""
+        return repo.search_segments(self._database(), self.session(session, create=False).id, query, limit=limit)
+
+    def image(self, sha: str | None) -> Path | None:
+        """The stored file of an image (a page image, a figure, an uploaded image), if it is there."""
+        return self._blobs.find(sha) if sha else None
+
+    def open_image(self, sha: str | None) -> Image.Image | None:
+        """A stored image, loaded (an image segment shown in the viewer)."""
+        path = self.image(sha)
+        return _load(path) if path is not None else None
+
+    def original(self, document: DocumentRecord) -> Path | None:
+        """The kept original file of a document (PDFs and images are kept; codebases are not)."""
+        return self._blobs.find(document.blob_sha) if document.blob_sha else None
+
+    def page_image(self, document: DocumentRecord, page: int) -> tuple[Image.Image | None, tuple[float, float] | None]:
+        """Page ``page`` (1-based) as an image with the page's size in PDF points (None where unknown):
+        the page image stored at ingest, else the page rendered from the kept original PDF."""
+        entry = _page_entry(document, page)
+        size = (entry.get("width"), entry.get("height")) if entry else None
+        path = self.image(entry.get("image")) if entry else None
+        if path is not None:
+            return _load(path), size if size and all(size) else None
+        original = self.original(document)
+        rendered = render_page(original, page, self.settings.render_dpi) if original is not None else None
+        if rendered is None:
+            return None, None
+        png, size = rendered
+        return _load(io.BytesIO(png)), size
+
+    def budget(self, session: SessionRef, *, exact: bool = False) -> Budget:
         """Tokens per document against the window, before anything is sent.
 
         Stored counts are ingest-time estimates; ``exact`` recounts with the
         runtime's own tokenizer (which loads the model).
         """
-        docs = self.documents(session)
+        info = self.session(session, create=False)
+        docs = self.documents(info)
         if exact or self._runtime:
             window = self.runtime().context_window
         else:  # before the model is loaded: what the chosen runtime defaults to
@@ -175,20 +254,19 @@ class Quire:
         rows = [(d.name, d.tokens) for d in docs]
         if exact:
             rt = self.runtime()
-            segs = repo.session_segments(self.db, self.session(session, create=False).id)
             per_doc: dict[int, int] = {}
-            for s in segs:
+            for s in self.segments(info):
                 per_doc[s.document_id] = per_doc.get(s.document_id, 0) + rt.count_tokens(s.text)
             rows = [(d.name, per_doc.get(d.id, 0)) for d in docs]
         return Budget(window, self.settings.max_answer_tokens, rows)
 
     # -- questions ---------------------------------------------------------------------------
-    def assemble(self, session: str, question: str, *, strategy: str | None = None) -> AssembledContext:
+    def assemble(self, session: SessionRef, question: str, *, strategy: str | None = None) -> AssembledContext:
         info = self.session(session, create=False)
         return self._assemble(info, self._segments(info), question, strategy or self.settings.strategy)
 
-    def _segments(self, info: repo.SessionInfo) -> list[repo.SegmentRecord]:
-        segments = repo.session_segments(self.db, info.id)
+    def _segments(self, info: SessionRecord) -> list[SegmentRecord]:
+        segments = self.segments(info)
         if not segments:
             raise QuireError(f"Session {info.name!r} has no documents yet.",
                              hint="Add files first (upload, or `python app.py ingest`).")
@@ -198,7 +276,7 @@ class Quire:
         """Token counts of rendered passages, remembered per runtime across questions."""
         return self._counters.setdefault(id(rt), TokenCounter(rt))
 
-    def _assemble(self, info: repo.SessionInfo, segments: list[repo.SegmentRecord], question: str,
+    def _assemble(self, info: SessionRecord, segments: list[SegmentRecord], question: str,
                   strategy: str) -> AssembledContext:
         rt = self.runtime()
         return assemble(
@@ -207,13 +285,18 @@ class Quire:
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
             strategy="auto" if strategy == "sweep" else strategy,  # sweep is run by ask(), not assembled
-            rank=lambda q: [sid for sid, _ in repo.search_segments(self.db, info.id, q, limit=500)],
+            rank=lambda q: [sid for sid, _ in self.search(info, q, limit=500)],
             counter=self._counter(rt),
-            image_path=self.blobs.find,
+            image_path=self.image,
         )
 
-    def ask(self, session: str, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
-        """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`."""
+    def ask(self, session: SessionRef, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
+        """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`.
+
+        One question at a time: the stream holds the model until it ends or is closed. A caller
+        that stops reading early closes it (``with contextlib.closing(q.ask(...))``, or ``.close()``),
+        which also closes the runtime's own stream at once, so the next question can start.
+        """
         question = (question or "").strip()
         if not question:
             raise QuireError("The question is empty.", hint="Type a question about the documents.")
@@ -221,56 +304,64 @@ class Quire:
         if requested not in STRATEGIES:
             raise QuireError(f"Unknown strategy {requested!r}.", hint=f"Choose one of: {', '.join(STRATEGIES)}.")
         info = self.session(session, create=False)
-        with self._ask_lock:  # one model, one question at a time
-            started = time.perf_counter()
-            rt = self.runtime()
-            options = GenerateOptions(
-                max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
-            )
-            segments = self._segments(info)
-            ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
-            use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
-            parts: list[str] = []
-            usage = Usage()
-            if use_sweep:
-                for event in run_sweep(segments, question, rt, counter=self._counter(rt), options=options):
+        self._ask_lock.acquire()  # one model, one question at a time
+        try:
+            yield from self._answer(info, question, requested)
+        finally:  # also when the reader closes the stream half-way (GeneratorExit at a yield)
+            self._ask_lock.release()
+
+    def _answer(self, info: SessionRecord, question: str, requested: str) -> Iterator[Delta | Status | Answer]:
+        started = time.perf_counter()
+        rt = self.runtime()
+        options = GenerateOptions(
+            max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
+        )
+        segments = self._segments(info)
+        ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
+        use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
+        parts: list[str] = []
+        usage = Usage()
+        if use_sweep:
+            with closing(run_sweep(segments, question, rt, counter=self._counter(rt), options=options)) as events:
+                for event in events:
                     if isinstance(event, SweepResult):
                         ctx, usage = event.context, event.usage
                         continue
                     if isinstance(event, Delta):
                         parts.append(event.text)
                     yield event
-            else:
-                yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
-                for event in rt.generate(ctx.prompt, options):
+        else:
+            yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
+            with closing(rt.generate(ctx.prompt, options)) as events:
+                for event in events:
                     if isinstance(event, Delta):
                         parts.append(event.text)
                         yield event
                     else:
                         usage = event
-            answer = "".join(parts).strip()
-            checked = citations.check(answer, ctx.refs)
-            meta = ctx.metadata() | {
-                "unknown_refs": checked.unknown_refs,
-                "wall_s": round(time.perf_counter() - started, 4),
-                "finish_reason": usage.finish_reason,
-                **usage.details,
-            }
-            turn = repo.TurnRecord(
-                id=0, question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
-                meta=meta, citations=checked.citations,
-            )
-            turn.id = repo.save_turn(self.db, info.id, turn)
-            yield Answer(turn, meta)
+        answer = "".join(parts).strip()
+        checked = citations.check(answer, ctx.refs)
+        meta = ctx.metadata() | {
+            "unknown_refs": checked.unknown_refs,
+            "wall_s": round(time.perf_counter() - started, 4),
+            "finish_reason": usage.finish_reason,
+            **usage.details,
+        }
+        turn = TurnRecord(
+            question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
+            meta=meta, citations=checked.citations,
+        )
+        turn.id = repo.save_turn(self._database(), info.id, turn)
+        yield Answer(turn, meta)
 
     def stop(self) -> None:
         """Stop the answer being generated now, from any thread (the UI's Stop button); it ends as cancelled."""
         if self._runtime is not None:
             self._runtime.cancel()
 
-    def answer(self, session: str, question: str, **kw) -> Answer:
+    def answer(self, session: SessionRef, question: str, **kw) -> Answer:
         """Ask and wait for the whole answer."""
         result = None
         for event in self.ask(session, question, **kw):
@@ -279,13 +370,53 @@ class Quire:
         assert result is not None
         return result
 
-    def turns(self, session: str) -> list[repo.TurnRecord]:
-        return repo.list_turns(self.db, self.session(session, create=False).id)
+    def turns(self, session: SessionRef) -> list[TurnRecord]:
+        return repo.list_turns(self._database(), self.session(session, create=False).id)
 
-    # -- export ----------------------------------------------------------------------------------
-    def export(self, session: str, fmt: str, out: Path | str) -> list[Path]:
-        import export
+    # -- evaluation runs ------------------------------------------------------------------------
+    def eval_runs(self, kind: str | None = None) -> list[EvalRunRecord]:
+        """Stored evaluation runs, newest first."""
+        return eval_runs.list_runs(self._database(), kind)
 
-        info = self.session(session, create=False)
-        return export.export_session(self.db, self.blobs, info.id, fmt, Path(out))
+    def eval_run(self, run_id: int) -> EvalRunRecord:
+        return eval_runs.get_run(self._database(), run_id)
 
+    def create_eval_run(self, run: EvalRunRecord) -> EvalRunRecord:
+        return self.eval_run(eval_runs.create_run(self._database(), run))
+
+    def unfinished_eval_run(self, run: EvalRunRecord) -> EvalRunRecord | None:
+        """The newest unfinished run that measures what ``run`` does (same kind, model, window, parameters)."""
+        return eval_runs.find_unfinished(self._database(), run)
+
+    def set_eval_out_dir(self, run_id: int, out_dir: str) -> None:
+        eval_runs.set_out_dir(self._database(), run_id, out_dir)
+
+    def save_eval_item(self, run_id: int, key: str, result: dict[str, Any]) -> None:
+        """Store one finished item of a run; a key stored twice keeps the first result."""
+        eval_runs.save_item(self._database(), run_id, key, result)
+
+    def eval_items(self, run_id: int) -> dict[str, dict[str, Any]]:
+        return eval_runs.items(self._database(), run_id)
+
+    def finish_eval_run(self, run_id: int, *, results: dict, summary: dict, status: str) -> None:
+        eval_runs.finish_run(self._database(), run_id, results=results, summary=summary, status=status)
+
+
+def runtime_choices() -> tuple[str, ...]:
+    """What ``--runtime`` accepts: ``auto`` and every registered runtime, those of plugins included."""
+    return ("auto", *available())
+
+
+def _page_entry(document: DocumentRecord, page: int) -> dict | None:
+    """What the extractor recorded about a page (its stored image, its size), by page number."""
+    pages: Sequence[dict] = [p for p in document.meta.get("pages") or [] if isinstance(p, dict)]
+    for entry in pages:
+        if entry.get("page") == page:
+            return entry
+    return pages[page - 1] if 0 < page <= len(pages) else None
+
+
+def _load(source: Path | io.BytesIO) -> Image.Image:
+    with Image.open(source) as im:
+        im.load()
+        return im.copy()

@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from quire.errors import QuireError
-from quire.settings import Settings
+from core.errors import QuireError
+from core.settings import Settings
+from evals import cli as eval_cli
+from export import FORMATS, export_session
+from quire.api import Answer, Delta, Quire, Status, runtime_choices
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    Settings.add_arguments(common)
+    Settings.add_arguments(common, choices={"runtime": runtime_choices()})
     parser = argparse.ArgumentParser(
         prog="python app.py",
         description="Quire: ask questions across whole documents, PDFs, screenshots and codebases, on your own hardware.",
@@ -41,15 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="Write a report of a session's questions and answers.")
     p.add_argument("--session", required=True, help="Session name.")
-    p.add_argument("--format", choices=("md", "html", "pdf"), default="md", help="Report format.")
+    p.add_argument("--format", choices=tuple(FORMATS), default="md", help="Report format.")
     p.add_argument("--out", type=Path, required=True, help="Report file to write.")
 
     sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")
     p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
     p.add_argument("--session", required=True, help="Session name.")
     p.add_argument("--exact", action="store_true", help="Count with the runtime's own tokenizer (loads the model).")
-
-    from evals import cli as eval_cli
 
     eval_cli.add_parser(sub, common)
     return parser
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(settings: Settings, args) -> int:
-    from ui.app import serve
+    from ui.app import serve  # Gradio takes seconds to import: only the command that serves it pays
+
 
     serve(settings)
     return 0
@@ -95,8 +99,6 @@ def _passwords(values: list[str]) -> dict[str, str] | str | None:
 
 
 def cmd_ingest(settings: Settings, args) -> int:
-    from quire.api import Quire
-
     def progress(event) -> None:
         if event.stage == "page" and event.total:
             print(f"\r  {event.name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
@@ -120,13 +122,9 @@ def cmd_ingest(settings: Settings, args) -> int:
 
 
 def cmd_ask(settings: Settings, args) -> int:
-    from backend.base import Delta
-    from backend.sweep import Status
-    from quire.api import Answer, Quire
-
-    with Quire(settings) as q:
+    with Quire(settings) as q, closing(q.ask(args.session, args.question)) as events:
         answer = None
-        for event in q.ask(args.session, args.question):
+        for event in events:
             if isinstance(event, Delta):
                 print(event.text, end="", flush=True)
             elif isinstance(event, Status):
@@ -151,24 +149,18 @@ def cmd_ask(settings: Settings, args) -> int:
     for note in m.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        from dataclasses import asdict
-
         print(json.dumps(asdict(turn), default=str, indent=2))
     return 0
 
 
 def cmd_export(settings: Settings, args) -> int:
-    from quire.api import Quire
-
     with Quire(settings) as q:
-        for path in q.export(args.session, args.format, args.out):
+        for path in export_session(q, args.session, args.format, args.out):
             print(path)
     return 0
 
 
 def cmd_sessions(settings: Settings, args) -> int:
-    from quire.api import Quire
-
     with Quire(settings) as q:
         rows = q.sessions()
     if not rows:
@@ -179,8 +171,6 @@ def cmd_sessions(settings: Settings, args) -> int:
 
 
 def cmd_documents(settings: Settings, args) -> int:
-    from quire.api import Quire
-
     with Quire(settings) as q:
         budget = q.budget(args.session, exact=args.exact)
         docs = q.documents(args.session)
@@ -195,8 +185,6 @@ def cmd_documents(settings: Settings, args) -> int:
 
 
 def cmd_eval(settings: Settings, args) -> int:
-    from evals import cli as eval_cli
-
     return eval_cli.run(settings, args)
 
 

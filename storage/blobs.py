@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 class BlobStore:
@@ -19,14 +21,25 @@ class BlobStore:
 
     def put(self, data: bytes, suffix: str = "") -> str:
         sha = hashlib.sha256(data).hexdigest()
-        target = self.path(sha, suffix)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)  # atomic: a reader never sees half a blob
+        self._write(self.path(sha, suffix), lambda fh: fh.write(data))
         return sha
+
+    def put_file(self, source: Path, sha: str, suffix: str = "") -> str:
+        """Keep a copy of the file ``source``, whose sha256 the caller has computed already (the pipeline hashes
+        every input once, to find duplicates), without reading it into memory."""
+        with open(source, "rb") as src:
+            self._write(self.path(sha, suffix), lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+        return sha
+
+    @staticmethod
+    def _write(target: Path, write: Callable[[BinaryIO], object]) -> None:
+        if target.exists():
+            return  # content-addressed: the same bytes are there already
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, target)  # atomic: a reader never sees half a blob
 
     def find(self, sha: str) -> Path | None:
         folder = self.root / sha[:2]

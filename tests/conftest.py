@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from ingest.base import ExtractContext
-from quire.settings import Settings
+from quire.api import Quire
 from storage.blobs import BlobStore
 from storage.db import Database
 
@@ -40,6 +41,13 @@ def db(settings) -> Database:
     database = Database(settings.db_path)
     yield database
     database.close()
+
+
+@pytest.fixture
+def q(settings) -> Quire:
+    """The API over the same data directory as ``db`` and ``blobs``."""
+    with Quire(settings) as quire:
+        yield quire
 
 
 @pytest.fixture

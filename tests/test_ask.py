@@ -8,8 +8,8 @@ import pytest
 
 from backend.base import Delta
 from backend.sweep import Status
+from core.errors import QuireError
 from quire.api import Answer, Quire
-from quire.errors import QuireError
 
 FILLER = (
     "The quarterly operations review covered staffing, facilities and procurement. "

@@ -1,10 +1,11 @@
-from quire.document import Locator
 from backend import citations
-from storage.repo import SegmentRecord
+from core.document import Locator
+from core.records import SegmentRecord
 
 
 def seg(i, text, page=1):
-    return SegmentRecord(i, 1, "contract.pdf", i, "text", text, Locator(page=page, bbox=(0, 0, 10, 10)), 10, None)
+    return SegmentRecord(id=i, document_id=1, document_name="contract.pdf", ordinal=i, kind="text", text=text,
+                         locator=Locator(page=page, bbox=(0, 0, 10, 10)), tokens=10)
 
 
 SHOWN = {

@@ -8,11 +8,13 @@ import json
 import pymupdf
 import pytest
 
-from evals import cuad, needle, plots, scoring, store
+from core.records import EvalRunRecord
+from core.settings import Settings
+from quire.api import Quire
+from storage import eval_runs as store
+from evals import cuad, needle, plots, scoring
 from evals.leval import score_item
 from evals.runner import Item, Runner
-from evals.store import EvalRun
-from quire.settings import Settings
 
 
 # -- F1, ROUGE, exact match --------------------------------------------------------------
@@ -138,10 +140,10 @@ def test_heatmap_is_a_real_png(tmp_path):
         assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
 
 
-def _run(**kw) -> EvalRun:
+def _run(**kw) -> EvalRunRecord:
     values = dict(id=0, kind="needle", runtime="llamacpp", model="m.gguf", strategy="auto", window=2048,
                   corpus_sha="c" * 64, params={"lengths": [800], "depths": [50.0], "limit": 1})
-    return EvalRun(**(values | kw))
+    return EvalRunRecord(**(values | kw))
 
 
 def test_store_round_trip(db, tmp_path):
@@ -155,8 +157,8 @@ def test_store_round_trip(db, tmp_path):
     back = store.get_run(db, run_id)
     assert back.status == "done" and back.results == {"grid": [[1.0]]} and back.params["lengths"] == [800]
     listed = store.list_runs(db)
-    assert listed[0]["id"] == run_id and listed[0]["plot"] == str(tmp_path / "heatmap.png")
-    assert listed[0]["summary"]["score"] == 0.75
+    assert listed[0].id == run_id and listed[0].plot() == str(tmp_path / "heatmap.png")
+    assert listed[0].summary["score"] == 0.75 and listed[0].to_dict()["plot"] == listed[0].plot()
 
 
 def test_unfinished_run_is_found_by_params_not_by_limit(db):
@@ -187,13 +189,10 @@ class CountingEval:
 
 
 def test_resume_skips_stored_items(settings, tmp_path):
-    from quire.api import Quire
-
     with Quire(settings) as q:
-        run_id = store.create_run(q.db, _run(out_dir=str(tmp_path)))
-        run = store.get_run(q.db, run_id)
-        store.save_item(q.db, run_id, "k0", {"score": 0.0, "i": 0})
-        store.save_item(q.db, run_id, "k2", {"score": 0.0, "i": 2})
+        run = q.create_eval_run(_run(out_dir=str(tmp_path)))
+        q.save_eval_item(run.id, "k0", {"score": 0.0, "i": 0})
+        q.save_eval_item(run.id, "k2", {"score": 0.0, "i": 2})
         ev = CountingEval()
         seen = []
         results = Runner(q, run, progress=lambda d, t, label: seen.append((d, t))).execute(ev, ev.plan())
@@ -218,7 +217,6 @@ def _parse(argv):
 
 def test_needle_end_to_end_with_the_real_model(corpus, tmp_path):
     from evals import cli as eval_cli
-    from storage.db import Database
 
     out = tmp_path / "out"
     settings, args = _parse(["eval", "needle", "--lengths", "800", "--depths", "50", "--context-window", "2048",
@@ -231,13 +229,10 @@ def test_needle_end_to_end_with_the_real_model(corpus, tmp_path):
     assert 600 < item["prompt_tokens"] + 64 <= 800  # the prompt fills an 800-token window, 64 kept for the answer
     assert 0.0 <= item["score"] <= 1.0 and item["ttft_s"] > 0
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    db = Database(settings.db_path)
-    try:
-        (run,) = store.list_runs(db)
-        assert run["status"] == "done" and run["plot"] == str(out / "heatmap.png") and run["window"] == 2048
-        assert run["params"]["temperature"] == 0.0 and store.items(db, run["id"])
-    finally:
-        db.close()
+    with Quire(settings) as q:
+        (run,) = q.eval_runs()
+        assert run.status == "done" and run.plot() == str(out / "heatmap.png") and run.window == 2048
+        assert run.params["temperature"] == 0.0 and q.eval_items(run.id)
 
 
 def test_unknown_strategy_is_recorded_per_item(corpus, tmp_path):

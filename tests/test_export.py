@@ -8,8 +8,9 @@ import pymupdf
 import pytest
 
 import export
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import QuireError
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import QuireError
+from core.records import CitationRecord, TurnRecord
 from storage import repo
 
 SENTENCE = "The licensee shall pay royalties within thirty days of each quarter."
@@ -47,9 +48,10 @@ def _store_pdf(db, blobs, session_id: int, data: bytes, name: str, cited: dict[i
     return {s.locator.page: s.id for s in repo.session_segments(db, session_id) if s.document_id == doc_id}
 
 
-def _turn(question: str, answer: str, citations: list[repo.CitationRecord]) -> repo.TurnRecord:
-    return repo.TurnRecord(
-        0, question, answer, "llamacpp", "SmolLM2-135M", "full", 120, 18, 64, 0.25, 1.5, {}, citations
+def _turn(question: str, answer: str, citations: list[CitationRecord]) -> TurnRecord:
+    return TurnRecord(
+        question=question, answer=answer, runtime="llamacpp", model="SmolLM2-135M", strategy="full", prompt_tokens=120,
+        completion_tokens=18, cached_tokens=64, ttft_s=0.25, total_s=1.5, citations=citations,
     )
 
 
@@ -61,40 +63,43 @@ def session(db, blobs):
     page2 = repo.get_segments(db, [seg[2]])[seg[2]]
     page3 = repo.get_segments(db, [seg[3]])[seg[3]]
     cites = [
-        repo.CitationRecord("S2", seg[2], "licence.pdf", page2.locator, SENTENCE, "verified"),
-        repo.CitationRecord("S3", seg[3], "licence.pdf", page3.locator, "", "unverified"),
+        CitationRecord(ref="S2", segment_id=seg[2], document_name="licence.pdf", locator=page2.locator,
+                       quote=SENTENCE, status="verified"),
+        CitationRecord(ref="S3", segment_id=seg[3], document_name="licence.pdf", locator=page3.locator, quote="",
+                       status="unverified"),
     ]
     repo.save_turn(db, info.id, _turn(QUESTION, "Within thirty days [S2]; signed later [S3].", cites))
     return info
 
 
-def test_report_resolves_passages(db, session):
-    report = export.build_report(db, session.id)
+def test_report_resolves_passages(q, db, session):
+    report = export.build_report(q, session)
     assert report.session == "Royalty review"
     assert report.runtimes == ["llamacpp / SmolLM2-135M"]
     [turn] = report.turns
     s2, s3 = turn.citations
-    assert (s2.passage, s2.location, s2.document, s2.status) == (SENTENCE, "page 2", "licence.pdf", "verified")
+    assert (s2.passage, s2.location, s2.document_name, s2.status) == (SENTENCE, "page 2", "licence.pdf", "verified")
     assert s3.passage.startswith("Page three holds the signatures")  # no quote: the segment's text
     assert [c.ref for _, c in turn.answer_parts() if c] == ["S2", "S3"]
 
 
-def test_markdown_names_page_and_quotes_passage(db, session):
-    md = export.render_markdown(export.build_report(db, session.id))
+def test_markdown_names_page_and_quotes_passage(q, db, session):
+    md = export.render_markdown(export.build_report(q, session))
     assert f"## Q1. {QUESTION}" in md
     assert "licence.pdf, page 2 - verified" in md
     assert f"> {SENTENCE}" in md
     assert "[\\[S2\\]](#q1-S2)" in md and '<a id="q1-S2"></a>' in md
 
 
-def test_html_escapes_hostile_text_and_links_markers(db, blobs):
+def test_html_escapes_hostile_text_and_links_markers(q, db, blobs):
     info = repo.create_session(db, "hostile")
     evil = "<script>alert('x')</script>"
     seg = _store_pdf(db, blobs, info.id, _pdf_bytes(), f"{evil}.pdf", {2: SENTENCE})
     locator = repo.get_segments(db, [seg[2]])[seg[2]].locator
-    cite = repo.CitationRecord("S1", seg[2], f"{evil}.pdf", locator, f"{evil} {SENTENCE}", "missing")
+    cite = CitationRecord(ref="S1", segment_id=seg[2], document_name=f"{evil}.pdf", locator=locator,
+                          quote=f"{evil} {SENTENCE}", status="missing")
     repo.save_turn(db, info.id, _turn(f"Is {evil} safe?", f"No {evil} [S1]", [cite]))
-    page = export.render_html(export.build_report(db, info.id))
+    page = export.render_html(export.build_report(q, info))
     assert "<script" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert '<a class="ref" href="#q1-S1">[S1]</a>' in page and '<li id="q1-S1">' in page
@@ -102,8 +107,8 @@ def test_html_escapes_hostile_text_and_links_markers(db, blobs):
     assert "<style>" in page and "<link" not in page  # self-contained
 
 
-def test_pdf_report_opens_and_holds_the_question(db, session, tmp_path):
-    out = export.render_pdf(export.build_report(db, session.id), tmp_path / "report.pdf")
+def test_pdf_report_opens_and_holds_the_question(q, db, session, tmp_path):
+    out = export.render_pdf(export.build_report(q, session), tmp_path / "report.pdf")
     with pymupdf.open(out) as doc:
         text = "".join(page.get_text() for page in doc)
         links = [link for page in doc for link in page.get_links()]
@@ -111,11 +116,11 @@ def test_pdf_report_opens_and_holds_the_question(db, session, tmp_path):
     assert links, "the [S2] marker links to its passage"
 
 
-def test_pdf_report_flows_long_non_latin_text_across_pages(db, tmp_path):
+def test_pdf_report_flows_long_non_latin_text_across_pages(q, db, tmp_path):
     info = repo.create_session(db, "long")
     answer = "Договор действует пять лет. 本合同有效期为五年。 " * 200
     repo.save_turn(db, info.id, _turn("Сколько лет? 多少年?", answer, []))
-    out = export.render_pdf(export.build_report(db, info.id), tmp_path / "long.pdf")
+    out = export.render_pdf(export.build_report(q, info), tmp_path / "long.pdf")
     with pymupdf.open(out) as doc:
         assert doc.page_count > 2
         last = doc[-1].get_text()
@@ -127,8 +132,8 @@ def _highlights(page: pymupdf.Page) -> list[pymupdf.Annot]:
     return [a for a in page.annots() if a.type[1] == "Highlight"]
 
 
-def test_highlighted_copy_marks_only_the_cited_page(db, blobs, session, tmp_path):
-    [path] = export.highlight_sources(db, blobs, session.id, tmp_path / "sources")
+def test_highlighted_copy_marks_only_the_cited_page(q, db, blobs, session, tmp_path):
+    [path] = export.highlight_sources(q, session, tmp_path / "sources")
     assert path == (tmp_path / "sources" / "licence-annotated.pdf").resolve()
     with pymupdf.open(path) as doc:
         first, second, third = doc  # pages kept alive while their annotations are read
@@ -140,14 +145,15 @@ def test_highlighted_copy_marks_only_the_cited_page(db, blobs, session, tmp_path
         assert len(_highlights(third)) == 1  # page 3 cited without a quote: its box
 
 
-def test_hostile_document_name_stays_inside_out_dir(db, blobs, tmp_path):
+def test_hostile_document_name_stays_inside_out_dir(q, db, blobs, tmp_path):
     info = repo.create_session(db, "evil")
     seg = _store_pdf(db, blobs, info.id, _pdf_bytes(), "../../evil.pdf", {2: SENTENCE})
     locator = repo.get_segments(db, [seg[2]])[seg[2]].locator
-    cite = repo.CitationRecord("S1", seg[2], "../../evil.pdf", locator, SENTENCE, "verified")
+    cite = CitationRecord(ref="S1", segment_id=seg[2], document_name="../../evil.pdf", locator=locator,
+                          quote=SENTENCE, status="verified")
     repo.save_turn(db, info.id, _turn(QUESTION, "Thirty days [S1].", [cite]))
     out_dir = tmp_path / "deep" / "out"
-    [path] = export.highlight_sources(db, blobs, info.id, out_dir)
+    [path] = export.highlight_sources(q, info, out_dir)
     assert path.parent == out_dir.resolve() and path.name == "evil-annotated.pdf"
     assert not (tmp_path / "evil-annotated.pdf").exists()
 
@@ -162,9 +168,9 @@ def test_safe_stem(name, stem):
 
 
 @pytest.mark.parametrize("fmt", ["md", "html", "pdf"])
-def test_export_session_writes_report_and_sources(db, blobs, session, tmp_path, fmt):
+def test_export_session_writes_report_and_sources(q, db, blobs, session, tmp_path, fmt):
     out = tmp_path / f"royalties.{fmt}"
-    paths = export.export_session(db, blobs, session.id, fmt, out)
+    paths = export.export_session(q, session, fmt, out)
     assert paths[0] == out and out.stat().st_size > 0
     assert paths[1:] == [(tmp_path / "royalties_sources" / "licence-annotated.pdf").resolve()]
     assert not list(tmp_path.glob(".tmp-*"))  # atomic writes leave no temporaries
@@ -172,14 +178,14 @@ def test_export_session_writes_report_and_sources(db, blobs, session, tmp_path, 
         assert SENTENCE in out.read_text(encoding="utf-8")
 
 
-def test_unknown_format_is_a_user_error(db, blobs, session, tmp_path):
+def test_unknown_format_is_a_user_error(q, db, blobs, session, tmp_path):
     with pytest.raises(QuireError) as err:
-        export.export_session(db, blobs, session.id, "docx", tmp_path / "r.docx")
+        export.export_session(q, session, "docx", tmp_path / "r.docx")
     assert "md, html, pdf" in err.value.hint
     assert not (tmp_path / "r.docx").exists()
 
 
-def test_highlight_on_a_real_contract(db, blobs, corpus, tmp_path):
+def test_highlight_on_a_real_contract(q, db, blobs, corpus, tmp_path):
     path = sorted((corpus / "contracts" / "cuad" / "pdf").glob("*"))[0]
     data = path.read_bytes()
     with pymupdf.open(stream=data, filetype="pdf") as pdf:
@@ -190,9 +196,10 @@ def test_highlight_on_a_real_contract(db, blobs, corpus, tmp_path):
     info = repo.create_session(db, "cuad")
     seg = _store_pdf(db, blobs, info.id, data, path.name, {})
     locator = Locator(page=page_no, bbox=tuple(block[:4]))
-    cite = repo.CitationRecord("S1", seg[page_no], path.name, locator, quote, "verified")
+    cite = CitationRecord(ref="S1", segment_id=seg[page_no], document_name=path.name, locator=locator, quote=quote,
+                          status="verified")
     repo.save_turn(db, info.id, _turn("What does the contract say?", "It says this [S1].", [cite]))
-    [out] = export.highlight_sources(db, blobs, info.id, tmp_path)
+    [out] = export.highlight_sources(q, info, tmp_path)
     with pymupdf.open(out) as doc:
         pages = list(doc)  # pages kept alive while their annotations are read
         marks = [(p.number + 1, a) for p in pages for a in _highlights(p)]
@@ -204,16 +211,17 @@ def test_highlight_on_a_real_contract(db, blobs, corpus, tmp_path):
         assert " ".join(quote.split()[:6]) in covered
 
 
-def test_code_citations_get_a_line_label_and_no_annotated_copy(db, blobs, tmp_path):
+def test_code_citations_get_a_line_label_and_no_annotated_copy(q, db, blobs, tmp_path):
     info = repo.create_session(db, "code")
     code = "def pay(amount):\n    return amount * 2\n"
     seg = Segment("text", code, Locator(path="src/pay.py", line_start=12, line_end=30))
     repo.store_document(db, info.id, ParsedDocument("pay.py", "code", [seg]), sha256="c" * 64)
     [record] = repo.session_segments(db, info.id)
-    cite = repo.CitationRecord("S1", record.id, "pay.py", record.locator, "", "verified")
+    cite = CitationRecord(ref="S1", segment_id=record.id, document_name="pay.py", locator=record.locator, quote="",
+                          status="verified")
     repo.save_turn(db, info.id, _turn("What does pay do?", "It doubles [S1].", [cite]))
     out = tmp_path / "code.md"
-    assert export.export_session(db, blobs, info.id, "md", out) == [out]
+    assert export.export_session(q, info, "md", out) == [out]
     text = out.read_text(encoding="utf-8")
     assert "pay.py, src/pay.py:12-30 - verified" in text
     assert "> def pay(amount): return amount \\* 2" in text  # segment text, trimmed to one line

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import CorruptFile, EmptyFile, IngestError, TooLarge
 from ingest.archive import ArchiveLimits, ArchiveReader, safe_member_path
 from ingest.base import registry
-from ingest.code import (CHUNK_LINES, extract_archive, extract_codebase, extract_source_file,
-                         numbered_chunks)
-from quire.errors import CorruptFile, EmptyFile, IngestError, TooLarge
+from ingest.code import extract_archive, extract_codebase, extract_source_file
+from ingest.lines import CHUNK_LINES, numbered_chunks
 
 STDLIB_JSON = Path(json.__file__).parent
 

@@ -10,8 +10,12 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from PIL import Image
 from sqlalchemy import text
 
+from core.settings import Settings
 from ingest.pipeline import Ingestor
+from ingest.workers import WorkerPool
 from storage import repo
+from storage.blobs import BlobStore
+from storage.db import Database
 
 
 def seed_pdf() -> bytes:
@@ -50,14 +54,11 @@ def mutate(data: bytes, flips, cut: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from quire.settings import Settings
-    from storage.blobs import BlobStore
-    from storage.db import Database
-
     home = tmp_path_factory.mktemp("fuzz-home")
     s = Settings(home=home, workers=2, file_timeout_s=60)
-    db = Database(s.db_path)
-    yield Ingestor(s, db, BlobStore(s.blob_dir)), db
+    db, pool = Database(s.db_path), WorkerPool()
+    yield Ingestor(s, db, BlobStore(s.blob_dir), pool), db
+    pool.shutdown()
     db.close()
 
 

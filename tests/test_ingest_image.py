@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from core.errors import CorruptFile, EmptyFile, TooLarge
 from ingest.base import registry
 from ingest.image import MAX_SIDE, THUMB_SIDE, extract_image
-from quire.errors import CorruptFile, EmptyFile, TooLarge
 
 
 def _stored(blobs, sha: str) -> Image.Image:

@@ -8,9 +8,9 @@ import zipfile
 
 import pytest
 
+from core.errors import CorruptFile, EmptyFile
 from ingest.code import extract_archive
 from ingest.notebook import extract_notebook
-from quire.errors import CorruptFile, EmptyFile
 
 PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                                      "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082")).decode()

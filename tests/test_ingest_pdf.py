@@ -11,9 +11,9 @@ from pathlib import Path
 import pymupdf
 import pytest
 
+from core.errors import CorruptFile, EmptyFile, EncryptedPdf, IngestError, WrongPassword
 from ingest.base import Progress
 from ingest.pdf import extract_pdf, password_variants
-from quire.errors import CorruptFile, EmptyFile, EncryptedPdf, IngestError, WrongPassword
 
 
 def _manifest(corpus: Path, kind: str) -> list[Path]:

@@ -12,7 +12,7 @@ import pytest
 from ingest.base import registry
 from ingest.text import (PARA_CHARS, decode_bytes, extract_eml, extract_html, extract_json, extract_table,
                          extract_text)
-from quire.errors import CorruptFile, EmptyFile, UnsupportedFile
+from core.errors import CorruptFile, EmptyFile, UnsupportedFile
 
 
 def _words(text: str) -> list[str]:
@@ -194,7 +194,7 @@ def test_eml_with_attachments(tmp_path, ctx):
 # -- Office -----------------------------------------------------------------------
 def test_docx_reading_order_with_tables(tmp_path, ctx):
     import docx
-    from ingest.text import extract_docx
+    from ingest.office import extract_docx
 
     document = docx.Document()
     document.add_heading("Master Services Agreement", 1)
@@ -218,7 +218,7 @@ def test_docx_reading_order_with_tables(tmp_path, ctx):
 
 def test_pptx_slides_and_notes(tmp_path, ctx):
     import pptx
-    from ingest.text import extract_pptx
+    from ingest.office import extract_pptx
 
     deck = pptx.Presentation()
     slide = deck.slides.add_slide(deck.slide_layouts[1])

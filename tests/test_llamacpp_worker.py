@@ -14,8 +14,8 @@ import pytest
 
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.llamacpp import LlamaCppRuntime
-from quire.errors import BackendError
-from quire.settings import Settings
+from core.errors import BackendError
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ESSAYS = ROOT.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
@@ -174,7 +174,7 @@ def test_workers_die_with_a_killed_app(tmp_path):
     code = (
         "import sys, time\n"
         "from backend.llamacpp import LlamaCppRuntime\n"
-        "from quire.settings import Settings\n"
+        "from core.settings import Settings\n"
         f"rt = LlamaCppRuntime(Settings(home={str(tmp_path / 'h')!r}, context_window=1024, threads=1)).start()\n"
         "print(rt.worker_pid(), flush=True)\n"
         "time.sleep(120)\n"

@@ -15,10 +15,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from ingest.tokens import estimate_tokens
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.openai_compat import (
-    FALLBACK_WINDOW,
     OpenAIRuntime,
     StreamState,
     TokenEstimator,
@@ -27,8 +25,9 @@ from backend.openai_compat import (
     read_chunk,
     sse_payloads,
 )
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
+from core.tokens import estimate_tokens
 
 SERVER_WINDOW = 2048
 FACT_CONTEXT = "Notes from the archive.\nThe secret code word is PAPAYA.\nThe archive closes at noon.\n"
@@ -150,9 +149,12 @@ def test_template_overhead_is_learned_from_the_server(runtime):
 
 def test_model_and_window_discovery(server, quire_home):
     rt = OpenAIRuntime(Settings(home=quire_home, endpoint=server))
+    with pytest.raises(BackendError, match="window"):  # a property never asks the server: start() does
+        rt.context_window  # noqa: B018
+    rt.start()
     assert rt.model_name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # llama_cpp.server names it by path
     # llama_cpp.server reports no max_model_len and has no /props: the conservative fallback
-    assert rt.context_window == FALLBACK_WINDOW
+    assert rt.context_window == OpenAIRuntime.DEFAULT_WINDOW
     told = OpenAIRuntime(Settings(home=quire_home, endpoint=server, context_window=SERVER_WINDOW))
     assert told.context_window == SERVER_WINDOW
 

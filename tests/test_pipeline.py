@@ -3,6 +3,7 @@
 import pymupdf
 
 from ingest.pipeline import Ingestor
+from ingest.workers import WorkerPool
 from storage import repo
 
 
@@ -35,7 +36,11 @@ def test_progress_counts_files_pages_and_tokens_across_workers(settings, db, blo
     paths[2].write_bytes(b"%PDF-1.4\n%%EOF\n")
     events = []
     session = repo.create_session(db, "s")
-    results = Ingestor(settings.replace(workers=2), db, blobs).ingest(session.id, paths, progress=events.append)
+    pool = WorkerPool()
+    try:
+        results = Ingestor(settings.replace(workers=2), db, blobs, pool).ingest(session.id, paths, progress=events.append)
+    finally:
+        pool.shutdown()
     finished = [e for e in events if e.stage in ("done", "error")]
     assert [e.done for e in finished] == [1, 2, 3] and {e.total for e in finished} == {3}
     assert finished[-1].pages == sum(r.pages for r in results if r.status == "added") == 18

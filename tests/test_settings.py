@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
+from core.settings import Settings
 from quire.cli import build_parser
-from quire.settings import Settings
 
 
 def test_every_field_is_documented_and_a_flag():

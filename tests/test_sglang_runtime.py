@@ -23,8 +23,8 @@ from PIL import Image
 from backend import presets
 from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.sglang_runtime import SGLangRuntime, server_args
-from quire.errors import BackendError, RuntimeUnavailable
-from quire.settings import Settings
+from core.errors import BackendError, RuntimeUnavailable
+from core.settings import Settings
 
 FAKE = "tests.test_sglang_runtime:FakeEngine"
 
@@ -221,6 +221,13 @@ def test_count_tokens_context_and_overhead(runtime):
     assert runtime.count_tokens("one two three") == 3 and runtime.count_tokens("") == 0
     assert runtime.context_window == 4096  # what the engine reported
     assert runtime.template_overhead() == len("<sys> </sys> <user> </user> <assistant>".split()) + 1
+
+
+def test_the_window_is_not_known_before_start_and_asking_starts_nothing(fake_settings):
+    rt = SGLangRuntime(fake_settings, engine_factory=FAKE)
+    with pytest.raises(BackendError, match="window"):
+        rt.context_window  # noqa: B018 - a property: it must not spawn the worker
+    assert rt.worker_pid is None
 
 
 def test_engine_error_is_reported_and_the_worker_keeps_serving(runtime):

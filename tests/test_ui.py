@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -18,12 +19,15 @@ import pymupdf
 import pytest
 from PIL import Image
 
+from core.document import Locator, ParsedDocument, Segment
+from core.errors import NotFound
+from core.records import CitationRecord, TurnRecord
+from core.settings import Settings
 from quire.api import Quire
-from quire.document import Locator, ParsedDocument, Segment
-from quire.errors import NotFound
-from quire.settings import Settings
 from storage import repo
-from storage.repo import CitationRecord
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.models import DocumentRow
 from ui import render
 from ui.errors import user_errors
 from ui.export import bundle, slug
@@ -48,7 +52,7 @@ def seed_text(q: Quire, session: str, name: str = "memo.txt", text: str = MEMO) 
     lines = text.count("\n")
     segment = Segment("text", text, Locator(path=name, line_start=1, line_end=lines), tokens=len(text) // 4)
     parsed = ParsedDocument(name, "text", [segment])
-    return repo.store_document(q.db, info.id, parsed, sha256=hashlib.sha256(text.encode()).hexdigest())
+    return q.add_parsed(info, parsed, sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
 def seed_pdf(q: Quire, session: str, name: str = "contract.pdf", zoom: float = 1.5) -> tuple[int, tuple]:
@@ -60,19 +64,31 @@ def seed_pdf(q: Quire, session: str, name: str = "contract.pdf", zoom: float = 1
     bbox = tuple(page.search_for(PDF_CLAUSE)[0])
     pdf_bytes = pdf.tobytes()
     png = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom)).tobytes("png")
-    image_sha = q.blobs.put(png, ".png")
-    blob_sha = q.blobs.put(pdf_bytes, ".pdf")
+    blobs = BlobStore(q.settings.blob_dir)
+    image_sha = blobs.put(png, ".png")
+    blob_sha = blobs.put(pdf_bytes, ".pdf")
     meta = {"pages": [{"page": 1, "image": image_sha, "thumb": image_sha, "width": 595, "height": 842,
                        "text_layer": "native"}]}
     segments = [Segment("text", PDF_CLAUSE, Locator(page=1, bbox=bbox), tokens=12)]
     parsed = ParsedDocument(name, "pdf", segments, pages=1, meta=meta)
-    doc_id = repo.store_document(q.db, q.session(session).id, parsed, sha256=hashlib.sha256(pdf_bytes).hexdigest(),
-                                 blob_sha=blob_sha)
+    with _database(q) as db:
+        doc_id = repo.store_document(db, q.session(session).id, parsed, sha256=hashlib.sha256(pdf_bytes).hexdigest(),
+                                     blob_sha=blob_sha)
     return doc_id, bbox
 
 
+@contextmanager
+def _database(q: Quire):
+    """The app's database opened beside ``q``, to store what the API has no call for (a kept original)."""
+    db = Database(q.settings.db_path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def segment_of(q: Quire, session: str, document_name: str):
-    return next(s for s in repo.session_segments(q.db, q.session(session).id) if s.document_name == document_name)
+    return next(s for s in q.segments(session) if s.document_name == document_name)
 
 
 # -- pure helpers -------------------------------------------------------------------------------------
@@ -107,11 +123,12 @@ def test_document_rows_summarise_text_layer(settings):
 
 
 def test_answer_markdown_escapes_document_text_and_shows_meta():
-    turn = repo.TurnRecord(
+    turn = TurnRecord(
         id=1, question="q", answer="See <script>x</script> [S1]", runtime="llamacpp", model="m", strategy="focus",
         prompt_tokens=1200, completion_tokens=20, cached_tokens=1000, ttft_s=0.5, total_s=2.25,
         meta={"share_seen": 0.25, "segments_used": 3, "segments_total": 12, "notes": ["narrowed *to* fit"]},
-        citations=[CitationRecord("S1", 5, "a_b.pdf", Locator(page=3), "quote <i>x</i>", "verified")],
+        citations=[CitationRecord(ref="S1", segment_id=5, document_name="a_b.pdf", locator=Locator(page=3),
+                                  quote="quote <i>x</i>", status="verified")],
     )
     md = render.answer_markdown(turn)
     assert "<script>" not in md and "<i>" not in md and "a\\_b.pdf" in md and "p.3" in md
@@ -134,7 +151,8 @@ def test_viewer_opens_pdf_page_with_highlight(settings):
     with Quire(settings) as q:
         _, bbox = seed_pdf(q, "s", zoom=1.5)
         seg = segment_of(q, "s", "contract.pdf")
-        view = Viewer(q).show(CitationRecord("S1", seg.id, "contract.pdf", seg.locator, PDF_CLAUSE, "verified"))
+        view = Viewer(q).show(CitationRecord(ref="S1", segment_id=seg.id, document_name="contract.pdf",
+                                             locator=seg.locator, quote=PDF_CLAUSE, status="verified"))
     assert view.image is not None and abs(view.image.width - 595 * 1.5) <= 1
     sx, sy = view.image.width / 595, view.image.height / 842
     pad = max(2, round(view.image.width / 300))
@@ -147,12 +165,11 @@ def test_viewer_opens_pdf_page_with_highlight(settings):
 def test_viewer_renders_from_original_pdf_without_page_images(settings):
     with Quire(settings) as q:
         doc_id, _ = seed_pdf(q, "s")
-        with q.db.write() as s:  # as if the extractor had kept no page images
-            from storage.models import Document
-
-            s.get(Document, doc_id).meta = {}
+        with _database(q) as db, db.write() as s:  # as if the extractor had kept no page images
+            s.get(DocumentRow, doc_id).meta = {}
         seg = segment_of(q, "s", "contract.pdf")
-        view = Viewer(q).show(CitationRecord("S1", seg.id, "contract.pdf", seg.locator, "", "verified"))
+        view = Viewer(q).show(CitationRecord(ref="S1", segment_id=seg.id, document_name="contract.pdf",
+                                             locator=seg.locator, quote="", status="verified"))
     assert view.image is not None and view.image.width > 500
 
 
@@ -161,10 +178,13 @@ def test_viewer_shows_cited_lines_of_text(settings):
         seed_text(q, "s")
         seg = segment_of(q, "s", "memo.txt")
         viewer = Viewer(q)
-        whole = viewer.show(CitationRecord("S1", seg.id, "memo.txt", seg.locator, "", "verified"))
-        one = viewer.show(CitationRecord("S1", seg.id, "memo.txt", Locator(path="memo.txt", line_start=4, line_end=4),
-                                         FACT, "verified"))
-        gone = viewer.show(CitationRecord("S9", None, "memo.txt", Locator(), "", "missing"))
+        whole = viewer.show(CitationRecord(ref="S1", segment_id=seg.id, document_name="memo.txt",
+                                           locator=seg.locator, quote="", status="verified"))
+        one = viewer.show(CitationRecord(ref="S1", segment_id=seg.id, document_name="memo.txt",
+                                         locator=Locator(path="memo.txt", line_start=4,
+                                                         line_end=4), quote=FACT, status="verified"))
+        gone = viewer.show(CitationRecord(ref="S9", segment_id=None, document_name="memo.txt", locator=Locator(),
+                                          quote="", status="missing"))
     assert whole.image is None and whole.text == MEMO.strip()
     assert one.text == FACT
     assert gone.text is None and "not shown" in gone.title
@@ -317,7 +337,7 @@ def test_sessions_create_rename_delete(server, client):
     client.predict("Q3 final", api_name="/delete_session")
     with Quire(Settings(home=server[1])) as q:
         names = [s.name for s in q.sessions()]
-        remembered = repo.get_state(q.db, "ui").get("session")
+        remembered = q.state("ui").get("session")
     assert "Q3 final" not in names and "Q3 review" not in names and "demo" in names
     assert remembered in names
 
@@ -351,11 +371,13 @@ def test_chat_handlers_open_a_citation_and_reload_history(settings):
     with Quire(settings) as q:
         seed_pdf(q, "s")
         seg = segment_of(q, "s", "contract.pdf")
-        citation = CitationRecord("S1", seg.id, "contract.pdf", seg.locator, PDF_CLAUSE, "verified")
-        turn = repo.TurnRecord(1, "How long is the warranty?", "Thirty-six months [S1].", "llamacpp", "m", "full",
-                               90, 8, 0, 0.2, 0.9, {"segments_used": 1, "segments_total": 1, "share_seen": 1.0},
-                               [citation])
-        repo.save_turn(q.db, q.session("s").id, turn)
+        citation = CitationRecord(ref="S1", segment_id=seg.id, document_name="contract.pdf", locator=seg.locator,
+                                  quote=PDF_CLAUSE, status="verified")
+        turn = TurnRecord(question="How long is the warranty?", answer="Thirty-six months [S1].", runtime="llamacpp",
+                          model="m", strategy="full", prompt_tokens=90, completion_tokens=8, ttft_s=0.2, total_s=0.9,
+                          meta={"segments_used": 1, "segments_total": 1, "share_seen": 1.0}, citations=[citation])
+        with _database(q) as db:
+            repo.save_turn(db, q.session("s").id, turn)
         tab = ChatTab(q)
         messages, rows, citations, info, pick, *viewer, strategy = tab.load("s")
         title, image, code = tab.open_citation(citations, 0)
@@ -378,7 +400,7 @@ def test_strategy_choice_is_kept_with_the_session(settings):
 
 
 def test_progress_reporter_spreads_pages_over_the_batch():
-    from ingest.base import Progress
+    from quire.api import Progress
     from ui.documents import progress_reporter
 
     seen: list[tuple[float, str]] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.settings import Settings
 from quire.api import Quire
-from quire.settings import Settings
 from tests.test_ui import _free_port, seed_pdf, seed_text, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")

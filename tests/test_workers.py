@@ -1,5 +1,6 @@
 """The extraction pool: a crash or a hang is pinned on its own file; the rest of the batch goes on."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -7,11 +8,20 @@ import sys
 import time
 from pathlib import Path
 
-from ingest import workers
+import pytest
+
+from ingest.workers import WorkerPool
 from tests.worker_jobs import job
 
 
-def test_crash_hang_and_error_are_contained():
+@pytest.fixture
+def workers():
+    pool = WorkerPool()
+    yield pool
+    pool.shutdown()
+
+
+def test_crash_hang_and_error_are_contained(workers):
     results, failures = {}, {}
     t = time.monotonic()
     workers.run_all(
@@ -30,7 +40,7 @@ def test_crash_hang_and_error_are_contained():
     assert out == {"d": "D"}
 
 
-def test_cancel_before_start():
+def test_cancel_before_start(workers):
     cancelled, results = [], []
     workers.run_all(["x", "y"], job, workers=1, timeout_s=5, cancelled=lambda: True,
                     on_result=lambda i, o: results.append(i), on_failure=print, on_cancel=cancelled.append)
@@ -57,3 +67,18 @@ def test_workers_and_manager_go_when_the_app_is_killed():
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_the_api_ends_the_workers_it_started(settings):
+    from quire.api import Quire
+
+    before = set(multiprocessing.active_children())
+    q = Quire(settings.replace(workers=2))
+    q.warm_ingest()
+    deadline = time.monotonic() + 30
+    while len(set(multiprocessing.active_children()) - before) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = set(multiprocessing.active_children()) - before
+    assert len(started) >= 2
+    q.close()
+    assert not [p for p in started if p.is_alive()]

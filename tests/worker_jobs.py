@@ -16,14 +16,14 @@ def job(item: str) -> str:
 
 def start_pool_and_wait() -> None:
     """Run as a script: start the pool and the progress manager, print their pids, then idle until killed."""
-    from ingest import workers
+    from ingest.workers import WorkerPool
 
+    workers = WorkerPool()
     workers.warm(2, job_ready)
     workers.progress_queue()
-    executor = workers.pool(2)
-    while len(executor._processes) < 2:
+    while len(workers.pids()) < 3:  # two workers and the manager
         time.sleep(0.1)
-    print(" ".join(str(p) for p in [*executor._processes, workers._manager._process.pid]), flush=True)
+    print(" ".join(str(p) for p in workers.pids()), flush=True)
     time.sleep(600)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.settings import Settings
 from quire.api import Quire
-from quire.settings import Settings
 from ui import settings_panel
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
@@ -62,7 +62,7 @@ def build_app(quire: Quire) -> gr.Blocks:
             with gr.Tab("Evaluations", id="evals"):
                 runs = evals.build()
             with gr.Tab("Settings", id="settings"):
-                settings_panel.build(quire.settings, quire.runtime_name)
+                settings_panel.build(quire.settings, quire.runtime_name())
         app.load(sessions.initial, None, session, api_name="sessions")
         app.load(_tab_from_url, None, tabs, api_visibility="private")
         app.load(evals.rows, None, runs, api_visibility="private")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 
 import gradio as gr
 
-from backend.base import Delta
-from backend.sweep import Status
-from quire.api import STRATEGIES, Answer, Quire
-from quire.errors import QuireError
-from storage.repo import CitationRecord, TurnRecord
+from core.errors import QuireError
+from core.records import CitationRecord, SessionRecord, TurnRecord
+from quire.api import STRATEGIES, Answer, Delta, Quire, Status
 from ui import render
 from ui.errors import user_errors
 from ui.viewer import Viewer
@@ -25,7 +24,7 @@ class ChatTab:
         self.viewer = Viewer(quire)
 
     # -- plain handlers ---------------------------------------------------------
-    def _turns(self, session: str | None) -> list[TurnRecord]:
+    def _turns(self, session: str | SessionRecord | None) -> list[TurnRecord]:
         if not session:
             return []
         try:
@@ -35,17 +34,23 @@ class ChatTab:
 
     def load(self, session: str | None):
         """The session's stored conversation, its strategy setting; citations of its last answer."""
-        turns = self._turns(session)
-        strategy = self._session_strategy(session)
+        info = self._session(session)
+        turns = self._turns(info)
+        strategy = self._session_strategy(info)
         return (render.history(turns), *self._turn_outputs(turns[-1] if turns else None), *_viewer_cleared(), strategy)
 
-    def _session_strategy(self, session: str | None) -> str:
+    def _session(self, session: str | None) -> SessionRecord | None:
+        """The session picked in the UI, looked up once per handler; None when it is gone."""
         if not session:
-            return "auto"
+            return None
         try:
-            return self.q.session(session, create=False).settings.get("strategy", "auto")
-        except QuireError:
-            return "auto"
+            return self.q.session(session, create=False)
+        except QuireError:  # deleted or renamed meanwhile
+            return None
+
+    @staticmethod
+    def _session_strategy(info: SessionRecord | None) -> str:
+        return info.settings.get("strategy", "auto") if info else "auto"
 
     def _turn_outputs(self, turn: TurnRecord | None):
         if turn is None:
@@ -54,7 +59,7 @@ class ChatTab:
         info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
         for note in turn.meta.get("notes") or []:
             info += f"  \n_{render.md_escape(str(note))}_"
-        choices = [(f"{c.ref} · {c.document_name} · {render.location(c)}", i) for i, c in enumerate(citations)]
+        choices = [(f"{c.ref} · {c.document_name} · {c.locator.place()}", i) for i, c in enumerate(citations)]
         return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors
@@ -66,27 +71,30 @@ class ChatTab:
         if not question:
             raise gr.Error("Type a question first.")
         strategy = strategy if strategy in STRATEGIES else "auto"
-        if strategy != self._session_strategy(session):
-            self.q.set_session_settings(session, strategy=strategy)
-        messages = render.history(self._turns(session))
+        info = self.q.session(session, create=False)
+        if strategy != self._session_strategy(info):
+            info = self.q.set_session_settings(info, strategy=strategy)
+        messages = render.history(self._turns(info))
         messages += [render.user_message(question), {"role": "assistant", "content": "_Reading the documents…_"}]
         skip = (gr.skip(),) * 4
         yield messages, "", *skip
         parts: list[str] = []
         last = 0.0
-        for event in self.q.ask(session, question, strategy=strategy):
-            if isinstance(event, Status) and not parts:
-                messages[-1] = {"role": "assistant", "content": f"_{render.md_escape(event.message)}…_"}
-                yield messages, gr.skip(), *skip
-            elif isinstance(event, Delta):
-                parts.append(event.text)
-                if time.monotonic() - last >= STREAM_EVERY_S:
-                    last = time.monotonic()
-                    messages[-1] = {"role": "assistant", "content": render.md_escape("".join(parts)) + CURSOR}
+        # Stop (or a closed page) closes this handler; closing() then closes the answer stream at once.
+        with closing(self.q.ask(info, question, strategy=strategy)) as events:
+            for event in events:
+                if isinstance(event, Status) and not parts:
+                    messages[-1] = {"role": "assistant", "content": f"_{render.md_escape(event.message)}…_"}
                     yield messages, gr.skip(), *skip
-            elif isinstance(event, Answer):
-                messages[-1] = {"role": "assistant", "content": render.answer_markdown(event.turn)}
-                yield messages, gr.skip(), *self._turn_outputs(event.turn)
+                elif isinstance(event, Delta):
+                    parts.append(event.text)
+                    if time.monotonic() - last >= STREAM_EVERY_S:
+                        last = time.monotonic()
+                        messages[-1] = {"role": "assistant", "content": render.md_escape("".join(parts)) + CURSOR}
+                        yield messages, gr.skip(), *skip
+                elif isinstance(event, Answer):
+                    messages[-1] = {"role": "assistant", "content": render.answer_markdown(event.turn)}
+                    yield messages, gr.skip(), *self._turn_outputs(event.turn)
 
     def pick_turn(self, session: str | None, evt: gr.SelectData):
         """Clicking a message shows the citations of that question's answer."""

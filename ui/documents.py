@@ -7,9 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ingest.base import Progress
-from quire.api import Quire
-from quire.errors import QuireError
+from core.errors import QuireError
+from quire.api import Progress, Quire
 from ui import render
 from ui.errors import user_errors
 
@@ -47,7 +46,8 @@ class DocumentsTab:
         if not session:
             return [], None
         try:
-            return self.q.documents(session), self.q.budget(session)
+            info = self.q.session(session, create=False)
+            return self.q.documents(info), self.q.budget(info)
         except QuireError:  # the session was just deleted or renamed elsewhere
             return [], None
 

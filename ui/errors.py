@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import gradio as gr
 
-from quire.errors import QuireError
+from core.errors import QuireError
 
 F = TypeVar("F", bound=Callable)
 

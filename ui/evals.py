@@ -21,21 +21,16 @@ def _score(summary: dict) -> str:
 
 
 def run_rows(quire: Quire) -> list[list]:
-    from evals import store
-
     return [
-        [r["id"], r["kind"], r["created_at"], r["runtime"], r["model"], r["strategy"], r["window"], r["status"],
-         _score(r["summary"])]
-        for r in store.list_runs(quire.db)
+        [r.id, r.kind, r.created_at, r.runtime, r.model, r.strategy, r.window, r.status, _score(r.summary)]
+        for r in quire.eval_runs()
     ]
 
 
 def run_detail(quire: Quire, run_id) -> tuple[Image.Image | None, str]:
-    from evals import store
-
     if run_id in (None, ""):
         return None, ""
-    run = store.get_run(quire.db, int(run_id)).to_dict()
+    run = quire.eval_run(int(run_id)).to_dict()
     image = Image.open(run["plot"]).convert("RGB") if run["plot"] else None
     summary = {k: v for k, v in run["summary"].items() if k != "plots"}
     text = f"Run {run['id']} ({run['kind']}, {run['strategy']}, window {run['window']}) in {run['out_dir'] or 'no folder'}\n\n"

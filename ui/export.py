@@ -9,11 +9,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from export import FORMATS as export_formats
+from export import export_session
 from quire.api import Quire
 from ui import render
 from ui.errors import user_errors
 
-FORMATS = [("Markdown (.md)", "md"), ("HTML (.html)", "html"), ("PDF (.pdf)", "pdf")]
+FORMATS = [(f"{label} (.{name})", name) for name, (label, _) in export_formats.items()]
 
 
 def export_dir(quire: Quire) -> Path:
@@ -41,10 +43,10 @@ class ExportTab:
         if not session:
             raise gr.Error("Pick a session first.")
         if fmt not in {value for _, value in FORMATS}:
-            raise gr.Error(f"Unknown format {fmt!r}: choose md, html or pdf.")
+            raise gr.Error(f"Unknown format {fmt!r}: choose {', '.join(export_formats)}.")
         folder = export_dir(self.q) / f"{slug(session)}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True, exist_ok=True)
-        written = [Path(p) for p in self.q.export(session, fmt, folder / f"{slug(session)}.{fmt}")]
+        written = export_session(self.q, session, fmt, folder / f"{slug(session)}.{fmt}")
         files = [str(p) for p in written if p.is_file()]
         note = f"Report for **{render.md_escape(session)}** written."
         if len(files) > 1:

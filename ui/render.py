@@ -42,10 +42,6 @@ def badge(status: str, origin: str = "model") -> str:
     return label + (" (matched)" if origin == "matched" else "")
 
 
-def location(citation) -> str:
-    return citation.locator.label() or "whole document"
-
-
 # -- documents ---------------------------------------------------------------
 def text_layer(meta: dict[str, Any]) -> str:
     """A short summary of how a PDF's text was obtained, from the extractor's metadata."""
@@ -120,7 +116,7 @@ def ingest_report(results: Iterable) -> str:
 # -- answers -------------------------------------------------------------------
 def citation_rows(citations: Iterable) -> list[list[str]]:
     return [
-        [c.ref, c.document_name, location(c), badge(c.status, c.origin), shorten(c.quote, 300)]
+        [c.ref, c.document_name, c.locator.place(), badge(c.status, c.origin), shorten(c.quote, 300)]
         for c in citations
     ]
 
@@ -148,7 +144,7 @@ def answer_markdown(turn) -> str:
         for c in turn.citations:
             quote = f" — “{md_escape(shorten(c.quote, 160))}”" if c.quote else ""
             lines.append(
-                f"- **{md_escape(c.ref)}** {md_escape(c.document_name)} · {md_escape(location(c))} · "
+                f"- **{md_escape(c.ref)}** {md_escape(c.document_name)} · {md_escape(c.locator.place())} · "
                 f"{badge(c.status, c.origin)}{quote}"
             )
     lines += ["", f"_{md_escape(meta_line(turn))}_"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from quire.api import Quire
-from storage import repo
 from ui.errors import user_errors
 from ui.render import md_escape, plural
 
@@ -22,14 +21,14 @@ class SessionBar:
         return [s.name for s in self.q.sessions()]
 
     def remembered(self) -> str | None:
-        name = repo.get_state(self.q.db, STATE_KEY).get("session")
+        name = self.q.state(STATE_KEY).get("session")
         return name if name in self.names() else None
 
     def remember(self, name: str | None) -> None:
         if name:
-            state = repo.get_state(self.q.db, STATE_KEY)
+            state = self.q.state(STATE_KEY)
             if state.get("session") != name:
-                repo.set_state(self.q.db, STATE_KEY, {**state, "session": name})
+                self.q.set_state(STATE_KEY, {**state, "session": name})
 
     @user_errors
     def initial(self):
@@ -43,7 +42,7 @@ class SessionBar:
 
     @user_errors
     def create(self, name: str):
-        info = self.q.session(repo.check_name(name))
+        info = self.q.session(name)
         self.remember(info.name)
         return gr.update(choices=self.names(), value=info.name), ""
 

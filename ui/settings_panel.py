@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from quire.settings import Settings
+from core.settings import Settings
 
 SECRET_FIELDS = {"api_key"}
 

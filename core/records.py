@@ -1,0 +1,127 @@
+"""What storage hands back: one dataclass per stored thing, each built by keyword.
+
+One concept has one name everywhere: the table ``turns``, its ORM class ``storage.models.TurnRow``
+and the record :class:`TurnRecord` here. A record field with the name of a column of its table
+is that column; ``storage.models`` maps rows to records and back by those names, in one place,
+so a new column is a field here, a column there and a migration. Fields that are not columns are
+said so below (counts and names taken from other tables).
+
+Records hold no database session and never load anything lazily: callers (API, CLI, UI,
+backend) keep them as long as they like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.document import Locator
+
+
+@dataclass(kw_only=True)
+class SessionRecord:
+    """A user's session (table ``sessions``): its documents, questions and settings."""
+
+    id: int
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    documents: int = 0  # not a column: documents linked to the session
+    tokens: int = 0  # not a column: their estimated tokens
+    turns: int = 0  # not a column: questions asked in it
+
+
+@dataclass(kw_only=True)
+class DocumentRecord:
+    """A stored document (table ``documents``) as one session holds it."""
+
+    id: int
+    name: str  # the name the session shows (its ``session_documents.display_name``)
+    kind: str
+    sha256: str
+    pages: int = 0
+    tokens: int = 0
+    segments: int = 0  # not a column: how many segments it has
+    source_path: str = ""
+    blob_sha: str | None = None  # the original file's bytes, when kept
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SegmentRecord:
+    """A stored segment (table ``segments``): one passage or image of a document, in reading order."""
+
+    id: int
+    document_id: int
+    document_name: str  # not a column: the document's name in the session
+    ordinal: int
+    kind: str
+    text: str
+    locator: Locator = field(default_factory=Locator)
+    tokens: int = 0
+    image_sha: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class CitationRecord:
+    """One cited passage of an answer (table ``citations``), checked against its source."""
+
+    ref: str  # the id the model cited, e.g. "S12"
+    segment_id: int | None
+    document_name: str
+    locator: Locator = field(default_factory=Locator)
+    quote: str = ""
+    status: str = "unverified"  # verified | unverified | missing
+    origin: str = "model"  # model | matched
+
+
+@dataclass(kw_only=True)
+class TurnRecord:
+    """One question and its answer (table ``turns``), with what produced it."""
+
+    id: int = 0
+    question: str
+    answer: str = ""
+    runtime: str = ""
+    model: str = ""
+    strategy: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+    citations: list[CitationRecord] = field(default_factory=list)  # rows of ``citations``
+    created_at: str = ""  # ISO time, seconds; "" until stored
+
+
+@dataclass(kw_only=True)
+class EvalRunRecord:
+    """One evaluation run (table ``eval_runs``): one kind, one strategy; its items are stored as they finish."""
+
+    id: int = 0
+    kind: str
+    runtime: str
+    model: str
+    strategy: str
+    window: int
+    corpus_sha: str
+    params: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    out_dir: str = ""
+    status: str = "running"
+    created_at: str = ""
+
+    def plot(self) -> str | None:
+        """The run's main plot (heatmap or bar chart), if it was written (looks at the disk)."""
+        for name in self.summary.get("plots", []):
+            path = Path(self.out_dir) / name
+            if path.is_file():
+                return str(path)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for result files and the UI; with the ``plot`` path."""
+        return {k: v for k, v in asdict(self).items() if k != "results"} | {"plot": self.plot()}
