@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 from backend import citations
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
-from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, ref_id, render_segment
+from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, neutralise, ref_id, render_segment
 from storage.repo import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
@@ -134,6 +134,7 @@ def run_sweep(
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
     kept, used = [], 0
     for line in findings:
+        line = neutralise(line, passage_ids=False)  # a finding quotes the documents: data like them
         cost = runtime.count_tokens(line) + 1
         if used + cost > reduce_budget:
             break
