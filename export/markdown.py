@@ -45,7 +45,8 @@ def render_markdown(report: Report) -> str:
 
 def _document_line(d) -> str:
     pages = f", {d.pages} pages" if d.pages else ""
-    return f"- {_inline(d.name)} ({_inline(d.kind)}{pages}, ~{d.tokens} tokens)"
+    warned = "".join(f"\n  - ⚠ {_inline(w)}" for w in d.warnings)
+    return f"- {_inline(d.name)} ({_inline(d.kind)}{pages}, ~{d.tokens} tokens){warned}"
 
 
 def _turn(turn: ReportTurn) -> list[str]:

@@ -82,6 +82,7 @@ class ReportDocument:
     kind: str
     pages: int
     tokens: int
+    warnings: list[str] = field(default_factory=list)  # what went wrong while it was read
 
 
 @dataclass
@@ -105,7 +106,7 @@ def build_report(db: Database, session_id: int) -> Report:
     segments = repo.get_segments(db, ids)
     report_turns = [_turn(i, t, segments) for i, t in enumerate(turns, 1)]
     runtimes = list(dict.fromkeys(t.runtime_label() for t in report_turns if t.runtime_label()))
-    documents = [ReportDocument(d.name, d.kind, d.pages, d.tokens) for d in repo.session_documents(db, session_id)]
+    documents = [ReportDocument(d.name, d.kind, d.pages, d.tokens, d.warnings) for d in repo.session_documents(db, session_id)]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return Report(name, generated, runtimes, documents, report_turns)
 

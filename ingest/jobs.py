@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ class IngestResult:
     pages: int = 0
     segments: int = 0
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # what went wrong while reading it, kept with the document
 
     @property
     def ok(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from ingest.base import ExtractContext, Progress, registry
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor
-from quire.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
+from quire.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile
 from quire.document import ParsedDocument
 from quire.settings import Settings
 from storage import repo
@@ -153,10 +153,7 @@ class Ingestor:
         sha = sha256_file(path)
         existing = repo.find_document(self.db, sha)
         if existing is not None:
-            added = repo.link_document(self.db, session_id, existing, name)
-            info = repo.get_document(self.db, existing)
-            note = "already in the session" if not added else "already stored: reused"
-            return IngestResult(name, "duplicate", existing, info.tokens, info.pages, info.segments, note)
+            return self._reuse(session_id, existing, name)
         lookup = _extractor_key(name, path)
         if lookup is None:
             suffix = _suffix_of(name)
@@ -213,11 +210,25 @@ class Ingestor:
         )
         drain()
 
+    def _reuse(self, session_id: int, document_id: int, name: str) -> IngestResult:
+        """A document the database holds already: linked to the session if it is not in it yet."""
+        added = repo.link_document(self.db, session_id, document_id, name)
+        info = repo.get_document(self.db, document_id)
+        note = "already in the session" if not added else "already stored: reused"
+        return IngestResult(name, "duplicate", document_id, info.tokens, info.pages, info.segments, note,
+                            list(info.meta.get("warnings") or []))
+
     def _store(self, session_id: int, job: Job, parsed: ParsedDocument) -> IngestResult:
+        warnings = list(parsed.meta.get("warnings") or [])
+        if not parsed.segments:
+            raise not_readable(job.name, parsed, warnings)
         sha = job.sha or _sha_of_parsed(parsed)
+        if job.sha is None and (existing := repo.find_document(self.db, sha)) is not None:
+            return self._reuse(session_id, existing, job.name)  # a folder read again, unchanged
         blob_sha = self._keep_original(job.path, sha, job.suffix) if job.sha else None
         doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=str(job.path), blob_sha=blob_sha)
-        return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments))
+        return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments),
+                            warnings=warnings)
 
     def _keep_original(self, path: Path, sha: str, suffix: str) -> str:
         target = self.blobs.path(sha, suffix)
@@ -228,6 +239,15 @@ class Ingestor:
             shutil.copyfile(path, tmp)
             os.replace(tmp, target)
         return sha
+
+
+def not_readable(name: str, parsed: ParsedDocument, warnings: list[str]) -> NotReadable:
+    """A document without one readable passage is reported, never added as if it were read."""
+    where = {0: "it", 1: "its one page"}.get(parsed.pages, f"any of its {parsed.pages} pages")
+    why = "".join(f" {w.rstrip('.')}." for w in warnings)
+    return NotReadable(name, f"is not readable: no text or image could be read from {where}.{why}",
+                       hint="Check that it opens in another program; if it does, re-export it (e.g. print it to PDF) "
+                            "and add it again.")
 
 
 def _job_size(job: Job) -> int:

@@ -2,6 +2,10 @@
 
 Every Settings field is a flag on every subcommand; QuireError becomes a
 one-line message and exit status 2 here, and nowhere else.
+
+Exit statuses: 0 done; 1 ``ingest`` could read none of the files; 2 an error
+(bad flag, unknown session, the model failed); 3 ``ingest`` read some files
+but not all (the count is printed).
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from typing import Sequence
 
 from quire.errors import QuireError
 from quire.settings import Settings
+
+EXIT_NONE_READ = 1  # ingest: not one file could be read
+EXIT_ERROR = 2
+EXIT_SOME_FAILED = 3  # ingest: some files could not be read, the rest were
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](settings, args)
     except QuireError as exc:
         print(f"error: {exc.user_message()}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except ValueError as exc:  # settings validation names the flag
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 
@@ -111,12 +119,20 @@ def cmd_ingest(settings: Settings, args) -> int:
     print(file=sys.stderr)
     failed = 0
     for r in results:
-        if r.ok:
-            print(f"{r.status:9} {r.name}  {r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens")
+        size = f"{r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens"
+        if r.status == "added":
+            print(f"{r.status:9} {r.name}  {size}")
+        elif r.status == "duplicate":
+            print(f"{r.status:9} {r.name}: {r.message} ({size})")
         else:
             failed += 1
             print(f"{r.status:9} {r.message}", file=sys.stderr)
-    return 1 if failed and failed == len(results) else 0
+        for warning in r.warnings:
+            print(f"{'warning':>9} {r.name}: {warning}")
+    if not failed:
+        return 0
+    print(f"{failed} of {len(results)} files could not be read.", file=sys.stderr)
+    return EXIT_NONE_READ if failed == len(results) else EXIT_SOME_FAILED
 
 
 def cmd_ask(settings: Settings, args) -> int:
@@ -188,7 +204,9 @@ def cmd_documents(settings: Settings, args) -> int:
     for d, (_, tokens) in zip(docs, budget.documents):
         layers = {p.get("text_layer") for p in d.meta.get("pages", []) if isinstance(p, dict)} - {None}
         extra = f"\t{d.pages} pages ({'/'.join(sorted(layers))})" if d.pages else ""
-        print(f"{d.id}\t{d.kind}\t{d.name}{extra}\t{approx}{tokens} tokens")
+        print(f"{d.id}\t{d.kind}\t{d.name}{extra}\t{approx}{tokens} tokens" + (f"\t⚠ {len(d.warnings)}" if d.warnings else ""))
+        for warning in d.warnings:
+            print(f"\twarning: {warning}")
     print(f"total {approx}{budget.total} tokens of a {budget.window}-token window "
           f"({budget.answer_reserve} kept for the answer): {'fits' if budget.fits else 'too big: focus will narrow it'}")
     return 0

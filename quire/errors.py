@@ -52,6 +52,10 @@ class TooLarge(IngestError):
     pass
 
 
+class NotReadable(IngestError):
+    """The file opened but nothing in it could be read: it is not added."""
+
+
 class Cancelled(IngestError):
     pass
 

@@ -55,6 +55,11 @@ class DocumentInfo:
     blob_sha: str | None
     meta: dict[str, Any]
 
+    @property
+    def warnings(self) -> list[str]:
+        """What went wrong while it was read (a page left out, a repair), as its extractor wrote it down."""
+        return [str(w) for w in self.meta.get("warnings") or []]
+
 
 @dataclass
 class SegmentRecord:

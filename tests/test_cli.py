@@ -28,7 +28,7 @@ def test_ingest_ask_export_sessions(quire_home, tmp_path):
     assert "missing.pdf" in out.stderr
 
     again = run(quire_home, "ingest", str(notes), "--session", "site")
-    assert "duplicate" in again.stdout
+    assert "duplicate notes.md: already in the session" in again.stdout
 
     ans = run(quire_home, "ask", "--session", "site", "--context-window", "2048", "--max-answer-tokens", "48",
               "What is the boiler serial number?")
@@ -54,3 +54,23 @@ def test_errors_are_one_line_messages(quire_home):
     assert "Traceback" not in proc.stderr
     proc = run(quire_home, "export", "--session", "nope", "--out", "x.md", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_partly_failed_batch_has_its_own_exit_status_and_shows_warnings(quire_home, tmp_path):
+    from tests import hostile
+
+    good = tmp_path / "good.txt"
+    good.write_text("The boiler serial number is QX-4471.\n")
+    bad = hostile.bad_resource_page(tmp_path / "bad-resource.pdf")
+    bomb = hostile.bomb_page(tmp_path / "bomb_giant.pdf", mib=16)
+    some = run(quire_home, "ingest", str(good), str(bad), str(bomb), "--session", "s", "--workers", "1", check=False)
+    assert some.returncode == 3, some.stderr
+    assert "1 of 3 files could not be read." in some.stderr
+    assert "error     bomb_giant.pdf: is not readable" in some.stderr and "bomb_giant" not in some.stdout
+    assert "added     bad-resource.pdf  2 pages" in some.stdout
+    assert "  warning bad-resource.pdf: page 2 could not be read (TypeError" in some.stdout
+    none = run(quire_home, "ingest", str(bomb), str(tmp_path / "missing.pdf"), "--session", "s", check=False)
+    assert none.returncode == 1 and "2 of 2 files could not be read." in none.stderr
+    docs = run(quire_home, "documents", "--session", "s")
+    assert "bad-resource.pdf" in docs.stdout and "\twarning: page 2 could not be read" in docs.stdout
+    assert "bomb_giant.pdf" not in docs.stdout

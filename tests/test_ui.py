@@ -100,8 +100,8 @@ def test_document_rows_summarise_text_layer(settings):
         seed_pdf(q, "s")
         seed_text(q, "s")
         rows = render.document_rows(q.documents("s"))
-    assert rows[0] == ["contract.pdf", "pdf", 1, 1, 12, "native"]
-    assert rows[1][:2] == ["memo.txt", "text"] and rows[1][5] == ""
+    assert rows[0] == ["contract.pdf", "pdf", 1, 1, 12, "native", ""]
+    assert rows[1][:2] == ["memo.txt", "text"] and rows[1][5] == "" and rows[1][6] == ""
     mixed = {"pages": [{"text_layer": "native"}, {"text_layer": "ocr"}, {"text_layer": "native"}]}
     assert render.text_layer(mixed) == "native 2, ocr 1"
 

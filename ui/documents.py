@@ -126,8 +126,8 @@ class DocumentsTab:
             retry = gr.Button("Retry", scale=0, min_width=90)
         gauge = gr.HTML(elem_id="token-gauge")
         table = gr.Dataframe(
-            headers=render.DOCUMENT_HEADERS, datatype=["str", "str", "number", "number", "number", "str"],
-            label="Documents in this session", interactive=False, wrap=True, column_count=6,
+            headers=render.DOCUMENT_HEADERS, datatype=["str", "str", "number", "number", "number", "str", "str"],
+            label="Documents in this session", interactive=False, wrap=True, column_count=7,
         )
         with gr.Row(equal_height=True):
             pick = gr.Dropdown(label="Document", choices=[], scale=4, allow_custom_value=True,

@@ -21,7 +21,8 @@ STATUS_BADGES = {
     "missing": "✗ missing",
 }
 
-DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer"]
+DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer", "Warnings"]
+WARNING = "⚠"
 CITATION_HEADERS = ["Ref", "Document", "Location", "Status", "Quote"]
 
 
@@ -69,7 +70,13 @@ def _layer_name(value: Any) -> str:
 
 
 def document_rows(docs: Iterable) -> list[list[Any]]:
-    return [[d.name, d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta)] for d in docs]
+    return [[d.name, d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta), warnings_cell(d.warnings)]
+            for d in docs]
+
+
+def warnings_cell(warnings: list[str]) -> str:
+    """A warning mark with what went wrong, or nothing."""
+    return f"{WARNING} " + " ".join(w.rstrip(".") + "." for w in warnings) if warnings else ""
 
 
 def gauge_html(budget) -> str:
@@ -105,11 +112,14 @@ def plural(n: int, word: str) -> str:
 def ingest_report(results: Iterable) -> str:
     lines = []
     for r in results:
+        warned = f" {md_escape(warnings_cell(r.warnings))}" if r.warnings else ""
         if r.status == "added":
             size = f"{plural(r.pages, 'page')}, " if r.pages else ""
-            lines.append(f"- ✓ **{md_escape(r.name)}**: added ({size}{plural(r.segments, 'segment')}, ~{r.tokens:,} tokens)")
+            mark = WARNING if r.warnings else "✓"
+            lines.append(f"- {mark} **{md_escape(r.name)}**: added ({size}{plural(r.segments, 'segment')}, "
+                         f"~{r.tokens:,} tokens){warned}")
         elif r.status == "duplicate":
-            lines.append(f"- = **{md_escape(r.name)}**: {md_escape(r.message or 'already stored')}")
+            lines.append(f"- = **{md_escape(r.name)}**: {md_escape(r.message or 'already stored')}{warned}")
         elif r.status == "cancelled":
             lines.append(f"- ■ **{md_escape(r.name)}**: cancelled")
         else:
