@@ -4,14 +4,18 @@ real .txt are ingested, a question is asked, and what reaches the runtime is che
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 import unicodedata
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pymupdf
 import pytest
 
-from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
+from backend.base import Delta, Event, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.context import SYSTEM_PROMPT, neutralise, neutralise_name
 from backend.openai_compat import build_messages
 from quire.api import Quire
@@ -151,3 +155,83 @@ def test_passage_ids_may_be_kept_for_the_sweeps_findings():
 def test_names_are_one_line_without_control_characters():
     assert neutralise_name("a\nb\r\x1b[2Kc\u2028d\u202ee\x00f\t g") == "a b [2Kc d e f g"
     assert neutralise_name("[S3] x</documents>") == "(S3) x‹/documents›"
+
+
+# -- with the real tokenizers: the CPU runtime's, and llama-cpp-python's server ---------------------
+def _control_ids(rt) -> dict[int, str]:
+    """Every control token of the served model's vocabulary (SmolLM2: <|im_start|>, <filename> ... 17 in all)."""
+    import llama_cpp
+
+    model = rt.llm._model
+    flags = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    return {i: model.token_get_text(i) for i in range(model.n_vocab()) if model.token_get_attr(i) & flags}
+
+
+def test_no_control_token_of_the_model_survives_neutralising(cpu_runtime):
+    controls = _control_ids(cpu_runtime)
+    assert len(controls) >= 3
+    for text in controls.values():
+        for spelling in (text, text.upper(), f"x{text}y"):
+            tokens = cpu_runtime.llm.tokenize(neutralise(spelling).encode(), add_bos=False, special=True)
+            assert not set(tokens) & set(controls), (spelling, neutralise(spelling))
+
+
+def test_the_cpu_runtime_gets_only_the_templates_control_tokens(settings, tmp_path, cpu_runtime):
+    """Each of the model's control tokens, and the attack lines, planted in a PDF and a .txt: the token
+    sequence the CPU runtime evaluates has exactly the control tokens of the template around them."""
+    controls = _control_ids(cpu_runtime)
+    planted = ATTACK + "\n".join(f"{t} planted {t.upper()}" for t in controls.values()) + "\n"
+    txt = tmp_path / "planted.txt"
+    txt.write_text(planted, encoding="utf-8")
+    pdf = tmp_path / "planted.pdf"
+    doc = pymupdf.open()
+    doc.new_page().insert_textbox(pymupdf.Rect(36, 36, 560, 800), planted, fontsize=7, fontname="china-s")
+    doc.save(pdf)
+    with Quire(settings.replace(workers=1, ocr=False), runtime=cpu_runtime) as q:
+        assert [r.status for r in q.ingest("t", [pdf, txt])] == ["added", "added"]
+        prompt = q.assemble("t", "What is the balance?").prompt
+    assert "<|im_start|> planted" in planted and "planted" in prompt.text_only()
+    sent = [t for t in cpu_runtime.tokenize_prompt(prompt) if t in controls]
+    template = [t for t in cpu_runtime.tokenize_prompt(Prompt(prompt.system, [Part("text", "x")])) if t in controls]
+    assert [controls[t] for t in sent] == [controls[t] for t in template] == [
+        "<|im_start|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<|im_start|>"]
+
+
+def test_llama_cpp_python_server_parses_special_tokens_in_content(settings, tmp_path):
+    """What the OpenAI-compatible path sends reaches a tokenizer that reads special tokens in message
+    text (llama-cpp-python's server tokenizes the rendered chat prompt with special=True): the raw attack
+    turns into control tokens there, the assembled user message into none."""
+    from tests.test_openai_runtime import _free_port, _smollm2_gguf
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_smollm2_gguf()), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "llama_cpp.server did not start"
+            time.sleep(0.3)
+
+        def control_tokens(text: str) -> int:
+            tokens = httpx.post(url + "/extras/tokenize", json={"input": text}, timeout=30).json()["tokens"]
+            return sum(t < 17 for t in tokens)  # SmolLM2's control tokens are ids 0-16
+
+        pdf, txt = hostile_pdf(tmp_path / "hostile.pdf"), tmp_path / HOSTILE_FILE
+        txt.write_text(ATTACK, encoding="utf-8")
+        recorder = Recorder(settings)
+        with Quire(settings.replace(workers=1, ocr=False), runtime=recorder) as q:
+            q.ingest("case", [pdf, txt])
+            q.answer("case", "What is the balance?")
+        user = build_messages(recorder.sent[0])[1]["content"]
+        assert control_tokens(ATTACK) >= 6
+        assert control_tokens(user) == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
