@@ -46,14 +46,34 @@ def _alive(pid: int) -> bool:
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_workers_and_manager_go_when_the_app_is_killed():
+def _killed_app(busy: bool) -> tuple[list[int], float]:
+    """Start a pool in a real app process, kill -9 the app, and time how long its workers live on."""
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "tests.worker_jobs"], cwd=root, stdout=subprocess.PIPE, text=True)
+    args = [sys.executable, "-m", "tests.worker_jobs"] + (["busy"] if busy else [])
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, text=True)
     pids = [int(p) for p in proc.stdout.readline().split()]
-    assert len(pids) == 3 and all(_alive(pid) for pid in pids)
-    proc.send_signal(signal.SIGKILL)  # no atexit, no shutdown: only the workers' own watch can end them
+    assert len(pids) == 3
+    time.sleep(0.5)
+    # started by a thread that has ended since: still there (the kernel ties them to a thread that lives on)
+    assert all(_alive(pid) for pid in pids)
+    if busy:
+        assert proc.stdout.readline().strip() == "rendering"
+        time.sleep(0.5)  # inside a MuPDF call that holds the GIL for seconds
+    proc.send_signal(signal.SIGKILL)  # no atexit, no shutdown: only the kernel or the workers can end them
     proc.wait()
-    deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in pids if _alive(pid)]
+    killed = time.monotonic()
+    while any(_alive(pid) for pid in pids) and time.monotonic() < killed + 15:
+        time.sleep(0.01)
+    return [pid for pid in pids if _alive(pid)], time.monotonic() - killed
+
+
+def test_workers_and_manager_go_when_the_app_is_killed():
+    left, took = _killed_app(busy=False)
+    assert not left and took < 1.0, took
+
+
+def test_a_worker_inside_a_long_mupdf_call_goes_at_once_when_the_app_is_killed():
+    left, took = _killed_app(busy=True)
+    print(f"workers gone {took * 1000:.0f} ms after kill -9 of the app")
+    assert not left and took < 1.0, took
+
