@@ -276,8 +276,20 @@ def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.Oc
     except Exception as exc:  # noqa: BLE001 - one bad page costs that page, whatever PyMuPDF raised
         # MuPDF's own errors, and Python ones from PyMuPDF's glue: a TypeError when a warning about a
         # broken resource holds bytes that are no UTF-8 ("in method 'll_fz_warn'"), an IndexError ...
+        if _out_of_memory(exc):
+            raise MemoryError(str(exc)) from exc
         info = {"page": number, "width": 0, "height": 0, "text_layer": "none"}
         return PageResult([], info, [f"page {number} could not be read ({type(exc).__name__}: {exc}); it was left out."])
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """An allocation that failed (MuPDF: "malloc (972000000 bytes) failed", "calloc (4104 x 1 bytes) failed";
+    onnxruntime: bad_alloc)."""
+    text = str(exc)
+    return bool(_ALLOC_FAILED.search(text)) or "bad_alloc" in text or "out of memory" in text.lower()
+
+
+_ALLOC_FAILED = re.compile(r"\b(?:m|c|re)alloc\b.*\bfailed\b")
 
 
 def _scanned(page, info, pieces, ctx, engine, size: tuple[int, int]) -> PageResult:

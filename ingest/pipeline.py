@@ -131,11 +131,18 @@ class Ingestor:
         from ingest import workers as pool
         from ingest.jobs import warm_up
 
-        pool.warm(workers or self._workers(), warm_up)
+        pool.warm(workers or self._workers(), warm_up, self._memory_mb())
 
     def _workers(self) -> int:
         """Worker processes for a batch: the setting, or one per core."""
         return self.settings.workers or os.cpu_count() or 1
+
+    def _memory_mb(self) -> int:
+        """Each worker's address-space bound (its share of the machine: the configured worker count,
+        not a batch's, so the pool keeps its size and bound from batch to batch)."""
+        from ingest.workers import worker_memory_mb
+
+        return worker_memory_mb(self.settings.worker_memory_mb, self._workers())
 
     # -- steps ---------------------------------------------------------------------
     def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
@@ -182,6 +189,7 @@ class Ingestor:
         from ingest import workers as pool
 
         queue = pool.progress_queue()
+        memory_mb = self._memory_mb()
 
         def drain() -> None:
             while not queue.empty():
@@ -192,7 +200,9 @@ class Ingestor:
                 message = (f"{job.name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
                            "Split the file, or raise --file-timeout-s.")
             elif why == "crashed":
-                message = f"{job.name}: the reader crashed on this file; it is probably corrupt. Re-export it and try again."
+                message = (f"{job.name}: the reader crashed on this file; it is probably corrupt, or needed more than "
+                           f"the {memory_mb:,} MiB a reader may use. Re-export it and try again, or raise "
+                           "--worker-memory-mb.")
             else:
                 message = f"{job.name}: could not be read ({why}). Check the file and try again."
             finished(job, IngestResult(job.name, "error", message=message))
@@ -207,6 +217,7 @@ class Ingestor:
             cancelled=cancelled,
             on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled", message=f"{item[0].name}: cancelled")),
             on_tick=drain,
+            memory_mb=memory_mb,
         )
         drain()
 

@@ -57,3 +57,16 @@ def damaged_tree(path: Path, how: str) -> Path:
     doc.xref_set_key(tree, "Kids", "[" + " ".join(f"{k} 0 R" for k in kids) + "]")
     doc.save(path)
     return path
+
+
+def text_bomb(path: Path, chars: int = 8_000_000) -> Path:
+    """A page of millions of tiny characters: a file of ~17 KB whose text takes ~1.2 GB to read."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "A page with a great many tiny characters.")
+    line = b"(" + b"Ab1 " * 250 + b") Tj\n"
+    body = b"BT /helv 0.1 Tf 72 100 Td 0.01 TL\n" + b"T* ".join([line] * (chars // 1000)) + b"ET\n"
+    xref = page.get_contents()[0]
+    doc.update_stream(xref, doc.xref_stream(xref) + b"\n" + body)
+    doc.save(path, deflate=True)
+    return path

@@ -77,3 +77,31 @@ def test_a_worker_inside_a_long_mupdf_call_goes_at_once_when_the_app_is_killed()
     print(f"workers gone {took * 1000:.0f} ms after kill -9 of the app")
     assert not left and took < 1.0, took
 
+
+def test_a_file_past_the_memory_bound_is_too_large_and_the_batch_goes_on(settings, db, blobs, tmp_path, corpus):
+    from ingest.pipeline import Ingestor
+    from storage import repo
+    from tests import hostile
+
+    bomb = hostile.text_bomb(tmp_path / "text-bomb.pdf")
+    note = tmp_path / "note.txt"
+    note.write_text("The boiler serial number is QX-4471.\n")
+    paths = [bomb, corpus / "pdfs/pdfjs/tracemonkey.pdf", note]
+    session = repo.create_session(db, "s")
+    ingestor = Ingestor(settings.replace(workers=2, ocr=False, worker_memory_mb=1200), db, blobs)
+    too_big, paper, small = ingestor.ingest(session.id, paths)
+    assert too_big.status == "error" and too_big.message == (
+        "text-bomb.pdf: is too large to read safely: reading it needed more than the 1,200 MiB a reader may use. "
+        "Split it, or raise --worker-memory-mb.")
+    assert paper.status == small.status == "added"
+    for pid in workers._pool._processes:  # the bound is the kernel's: every worker's address space is capped
+        with open(f"/proc/{pid}/limits") as fh:
+            (line,) = [row for row in fh if row.startswith("Max address space")]
+        assert line.split()[3:5] == [str(1200 * 2**20)] * 2
+
+
+def test_the_default_bound_is_a_share_of_the_machine():
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    assert workers.worker_memory_mb(5000, 2) == 5000
+    assert workers.worker_memory_mb(0, 2) == max(workers.MIN_WORKER_MB, (total * 3 // 4 - workers.APP_RESERVE_MB) // 2)
+    assert workers.worker_memory_mb(0, 10_000) == workers.MIN_WORKER_MB
