@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(home, *args, check=True):
-    env = {**os.environ, "QUIRE_HOME": str(home)}
+def run(home, *args, check=True, **env_vars):
+    env = {**os.environ, "QUIRE_HOME": str(home), **env_vars}
     proc = subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
     if check:
@@ -74,3 +74,15 @@ def test_a_partly_failed_batch_has_its_own_exit_status_and_shows_warnings(quire_
     docs = run(quire_home, "documents", "--session", "s")
     assert "bad-resource.pdf" in docs.stdout and "\twarning: page 2 could not be read" in docs.stdout
     assert "bomb_giant.pdf" not in docs.stdout
+
+
+def test_nothing_is_written_outside_the_data_directory(quire_home, tmp_path, corpus):
+    """onnxruntime (behind PyMuPDF's layout module and RapidOCR) writes telemetry under ~/.cache unless told not to."""
+    user_home = tmp_path / "user-home"
+    user_home.mkdir()
+    scan, paper = corpus / "pdfs/ocrmypdf/c02-22.pdf", corpus / "pdfs/pdfjs/tracemonkey.pdf"
+    out = run(quire_home, "ingest", str(scan), str(paper), "--session", "s", HOME=str(user_home))
+    assert out.stdout.count("added") == 2
+    run(quire_home, "documents", "--session", "s", HOME=str(user_home))
+    run(quire_home, "export", "--session", "s", "--format", "pdf", "--out", str(quire_home / "r.pdf"), HOME=str(user_home))
+    assert [str(p.relative_to(user_home)) for p in user_home.rglob("*")] == []
