@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from html import escape
+from html import escape as _html_escape
 
 from export.report import Report, ReportCitation, ReportTurn
+from quire.errors import printable
 
 STATUSES = ("verified", "unverified", "missing")
 NO_PASSAGE = "<p class=\"meta\">(passage not available)</p>"
@@ -31,6 +32,11 @@ table.docs { border-collapse: collapse; font-size: .9rem; }
 table.docs td, table.docs th { border: 1px solid #d0d7de; padding: .2rem .5rem; text-align: left; }
 table.docs td.warn { color: #7d4e00; }
 """
+
+
+def escape(text: str) -> str:
+    """HTML-escaped, with control characters and direction marks written as their escapes."""
+    return _html_escape(printable(text, lines=True))
 
 
 def render_html(report: Report) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from ingest.base import ExtractContext, registry
 from quire.document import ParsedDocument
-from quire.errors import IngestError, QuireError
+from quire.errors import IngestError, QuireError, printable
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,14 @@ TOO_LARGE_HINT = "Split it, or raise --worker-memory-mb."
 def guard(name: str, step: Callable, memory_mb: int = 0):
     """Run one step for one file; any failure becomes that file's error result, never the batch's.
     ``memory_mb``: the bound this process runs under, named when a file runs into it."""
+    shown = printable(name)
     try:
         return step()
     except MemoryError:
         if memory_mb:
-            return IngestResult(name, "error", message=f"{name}: is too large to read safely: reading it needed more "
+            return IngestResult(name, "error", message=f"{shown}: is too large to read safely: reading it needed more "
                                                        f"than the {memory_mb:,} MiB a reader may use. {TOO_LARGE_HINT}")
-        return IngestResult(name, "error", message=f"{name}: ran out of memory while reading it. Split it or lower the limits.")
+        return IngestResult(name, "error", message=f"{shown}: ran out of memory while reading it. Split it or lower the limits.")
     except Exception as exc:  # noqa: BLE001 - the batch goes on; the message names the file and the cause
         return IngestResult(name, "error", message=describe(name, exc))
 
@@ -138,5 +139,5 @@ def describe(name: str, exc: BaseException) -> str:
     if isinstance(exc, IngestError):
         return exc.user_message()
     if isinstance(exc, QuireError):
-        return f"{name}: {exc.user_message()}"
-    return f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."
+        return f"{printable(name)}: {exc.user_message()}"
+    return f"{printable(name)}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from ingest.base import ExtractContext, Progress, registry
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor
-from quire.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile
+from quire.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile, printable
 from quire.document import ParsedDocument
 from quire.settings import Settings
 from storage import repo
@@ -119,7 +119,7 @@ class Ingestor:
         else:
             for job in jobs:
                 if cancelled():
-                    finished(job, IngestResult(job.name, "cancelled", message=f"{job.name}: cancelled before it was read"))
+                    finished(job, IngestResult(job.name, "cancelled", message=f"{printable(job.name)}: cancelled before it was read"))
                     continue
                 progress(Progress("file", job.name, len(results), total))
                 ctx = self._context(job, progress, cancelled)
@@ -196,15 +196,16 @@ class Ingestor:
                 progress(queue.get_nowait())
 
         def failed(job: Job, why: str) -> None:
+            name = printable(job.name)
             if why == "timeout":
-                message = (f"{job.name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
+                message = (f"{name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
                            "Split the file, or raise --file-timeout-s.")
             elif why == "crashed":
-                message = (f"{job.name}: the reader crashed on this file; it is probably corrupt, or needed more than "
+                message = (f"{name}: the reader crashed on this file; it is probably corrupt, or needed more than "
                            f"the {memory_mb:,} MiB a reader may use. Re-export it and try again, or raise "
                            "--worker-memory-mb.")
             else:
-                message = f"{job.name}: could not be read ({why}). Check the file and try again."
+                message = f"{name}: could not be read ({why}). Check the file and try again."
             finished(job, IngestResult(job.name, "error", message=message))
 
         pool.run_all(
@@ -215,7 +216,8 @@ class Ingestor:
             on_result=lambda item, out: finished(item[0], out[1] if out[0] == "ok" else IngestResult(item[0].name, "error", message=out[1])),
             on_failure=lambda item, why: failed(item[0], why),
             cancelled=cancelled,
-            on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled", message=f"{item[0].name}: cancelled")),
+            on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled",
+                                                                 message=f"{printable(item[0].name)}: cancelled")),
             on_tick=drain,
             memory_mb=memory_mb,
         )

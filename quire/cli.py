@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from quire.errors import QuireError
+from quire.errors import QuireError, printable
 from quire.settings import Settings
 
 EXIT_NONE_READ = 1  # ingest: not one file could be read
@@ -71,10 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command or "serve"
         return COMMANDS[command](settings, args)
     except QuireError as exc:
-        print(f"error: {exc.user_message()}", file=sys.stderr)
+        print(f"error: {printable(exc.user_message())}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:  # settings validation names the flag
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -106,29 +106,31 @@ def cmd_ingest(settings: Settings, args) -> int:
     from quire.api import Quire
 
     def progress(event) -> None:
+        name = printable(event.name)  # a file name may hold "\r\x1b[2K": never let the terminal obey it
         if event.stage == "page" and event.total:
-            print(f"\r  {event.name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+            print(f"\r  {name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
         elif event.stage == "file":
-            print(f"[{event.done + 1}/{event.total}] {event.name}", file=sys.stderr, flush=True)
+            print(f"[{event.done + 1}/{event.total}] {name}", file=sys.stderr, flush=True)
         elif event.stage in ("done", "error"):
             print(f"\r[{event.done}/{event.total} files, {event.pages:,} pages, ~{event.tokens:,} tokens] "
-                  f"{event.name}\033[K", end="", file=sys.stderr, flush=True)
+                  f"{name}\033[K", end="", file=sys.stderr, flush=True)
 
     with Quire(settings) as q:
         results = q.ingest(args.session, args.paths, passwords=_passwords(args.password), progress=progress)
     print(file=sys.stderr)
     failed = 0
     for r in results:
+        name = printable(r.name)
         size = f"{r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens"
         if r.status == "added":
-            print(f"{r.status:9} {r.name}  {size}")
+            print(f"{r.status:9} {name}  {size}")
         elif r.status == "duplicate":
-            print(f"{r.status:9} {r.name}: {r.message} ({size})")
+            print(f"{r.status:9} {name}: {r.message} ({size})")
         else:
             failed += 1
-            print(f"{r.status:9} {r.message}", file=sys.stderr)
+            print(f"{r.status:9} {printable(r.message)}", file=sys.stderr)
         for warning in r.warnings:
-            print(f"{'warning':>9} {r.name}: {warning}")
+            print(f"{'warning':>9} {name}: {printable(warning)}")
     if not failed:
         return 0
     print(f"{failed} of {len(results)} files could not be read.", file=sys.stderr)
@@ -143,10 +145,10 @@ def cmd_ask(settings: Settings, args) -> int:
     with Quire(settings) as q:
         answer = None
         for event in q.ask(args.session, args.question):
-            if isinstance(event, Delta):
-                print(event.text, end="", flush=True)
+            if isinstance(event, Delta):  # the model may copy control characters out of a document
+                print(printable(event.text, lines=True), end="", flush=True)
             elif isinstance(event, Status):
-                print(f"[{event.message}]", file=sys.stderr, flush=True)
+                print(f"[{printable(event.message)}]", file=sys.stderr, flush=True)
             elif isinstance(event, Answer):
                 answer = event
     print()
@@ -155,8 +157,9 @@ def cmd_ask(settings: Settings, args) -> int:
         print("\nCitations:")
         for c in turn.citations:
             where = c.locator.label()
-            print(f"  [{c.ref}] {c.document_name} {where} ({c.status}{', matched' if c.origin == 'matched' else ''})"
-                  + (f': "{c.quote[:160]}"' if c.quote else ""))
+            print(f"  [{c.ref}] {printable(c.document_name)} {printable(where)} "
+                  f"({c.status}{', matched' if c.origin == 'matched' else ''})"
+                  + (f': "{printable(c.quote[:160])}"' if c.quote else ""))
     m = turn.meta
     print(
         f"\n{turn.strategy}: saw {m.get('segments_used')}/{m.get('segments_total')} passages "
@@ -165,7 +168,7 @@ def cmd_ask(settings: Settings, args) -> int:
         file=sys.stderr,
     )
     for note in m.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {printable(str(note))}", file=sys.stderr)
     if args.json:
         from dataclasses import asdict
 
@@ -178,7 +181,7 @@ def cmd_export(settings: Settings, args) -> int:
 
     with Quire(settings) as q:
         for path in q.export(args.session, args.format, args.out):
-            print(path)
+            print(printable(str(path)))
     return 0
 
 
@@ -204,9 +207,10 @@ def cmd_documents(settings: Settings, args) -> int:
     for d, (_, tokens) in zip(docs, budget.documents):
         layers = {p.get("text_layer") for p in d.meta.get("pages", []) if isinstance(p, dict)} - {None}
         extra = f"\t{d.pages} pages ({'/'.join(sorted(layers))})" if d.pages else ""
-        print(f"{d.id}\t{d.kind}\t{d.name}{extra}\t{approx}{tokens} tokens" + (f"\t⚠ {len(d.warnings)}" if d.warnings else ""))
+        print(f"{d.id}\t{d.kind}\t{printable(d.name)}{extra}\t{approx}{tokens} tokens"
+              + (f"\t⚠ {len(d.warnings)}" if d.warnings else ""))
         for warning in d.warnings:
-            print(f"\twarning: {warning}")
+            print(f"\twarning: {printable(warning)}")
     print(f"total {approx}{budget.total} tokens of a {budget.window}-token window "
           f"({budget.answer_reserve} kept for the answer): {'fits' if budget.fits else 'too big: focus will narrow it'}")
     return 0

@@ -86,3 +86,19 @@ def test_nothing_is_written_outside_the_data_directory(quire_home, tmp_path, cor
     run(quire_home, "documents", "--session", "s", HOME=str(user_home))
     run(quire_home, "export", "--session", "s", "--format", "pdf", "--out", str(quire_home / "r.pdf"), HOME=str(user_home))
     assert [str(p.relative_to(user_home)) for p in user_home.rglob("*")] == []
+
+
+def test_control_characters_in_file_names_reach_the_terminal_escaped(quire_home, tmp_path):
+    good = tmp_path / "minutes\r\x1b[2Kerror: disk full.txt"  # printed raw, it erases its line and fakes an error
+    good.write_text("The meeting ended at noon.\n")
+    bad = tmp_path / "scan\x1b]0;owned\x07.pdf"  # a terminal title change, in a file that is no PDF
+    bad.write_bytes(b"not a pdf")
+    out = run(quire_home, "ingest", str(good), str(bad), "--session", "s", "--workers", "1", check=False)
+    assert out.returncode == 3
+    for stream in (out.stdout, out.stderr):
+        assert "\x1b[2K" not in stream and "\x1b]0" not in stream and "\x07" not in stream
+        assert "\r\x1b" not in stream
+    assert "added     minutes\\r\\x1b[2Kerror: disk full.txt  1 segments" in out.stdout
+    assert "error     scan\\x1b]0;owned\\x07.pdf: " in out.stderr
+    docs = run(quire_home, "documents", "--session", "s")
+    assert "minutes\\r\\x1b[2Kerror: disk full.txt" in docs.stdout and "\x1b" not in docs.stdout

@@ -106,6 +106,24 @@ def test_document_rows_summarise_text_layer(settings):
     assert render.text_layer(mixed) == "native 2, ocr 1"
 
 
+def test_control_characters_in_names_are_escaped_in_the_ui(settings):
+    from ingest.jobs import IngestResult
+
+    name = "minutes\r\x1b[2Kerror: disk full\u202etxt.pdf"
+    with Quire(settings) as q:
+        seed_text(q, "s", name=name)
+        rows = render.document_rows(q.documents("s"))
+    plain = [rows[0][0], render.citation_rows([CitationRecord("S1", 1, name, Locator(path=name, line_start=1), "q",
+                                                             "verified")])[0][1]]
+    markdown = [render.ingest_report([IngestResult(name, "added", 1, 10, 1, 1)]), render.md_escape(name)]
+    for text in plain + markdown:
+        assert not any(c in text for c in "\r\x1b\u202e"), repr(text)
+    for text in plain:  # a table cell shows text as it is
+        assert "\\r\\x1b[2K" in text and "\\u202etxt" in text
+    for text in markdown:  # Markdown shows an escaped backslash as one
+        assert "\\\\r\\\\x1b\\[2K" in text and "\\\\u202etxt" in text
+
+
 def test_answer_markdown_escapes_document_text_and_shows_meta():
     turn = repo.TurnRecord(
         id=1, question="q", answer="See <script>x</script> [S1]", runtime="llamacpp", model="m", strategy="focus",

@@ -9,7 +9,7 @@ import gradio as gr
 from backend.base import Delta
 from backend.sweep import Status
 from quire.api import STRATEGIES, Answer, Quire
-from quire.errors import QuireError
+from quire.errors import QuireError, printable
 from storage.repo import CitationRecord, TurnRecord
 from ui import render
 from ui.errors import user_errors
@@ -54,7 +54,8 @@ class ChatTab:
         info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
         for note in turn.meta.get("notes") or []:
             info += f"  \n_{render.md_escape(str(note))}_"
-        choices = [(f"{c.ref} · {c.document_name} · {render.location(c)}", i) for i, c in enumerate(citations)]
+        choices = [(f"{c.ref} · {printable(c.document_name)} · {printable(render.location(c))}", i)
+                   for i, c in enumerate(citations)]
         return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ingest.base import Progress
 from quire.api import Quire
-from quire.errors import QuireError
+from quire.errors import QuireError, printable
 from ui import render
 from ui.errors import user_errors
 
@@ -24,14 +24,15 @@ def progress_reporter(progress: gr.Progress, files: int):
     position = {"file": 0}
 
     def report(event: Progress) -> None:
+        name = printable(event.name)
         if event.stage == "file":
             position["file"] = event.done
-            progress(event.done / max(files, 1), desc=f"Reading {event.name} ({event.done + 1}/{files})")
+            progress(event.done / max(files, 1), desc=f"Reading {name} ({event.done + 1}/{files})")
         elif event.stage == "page" and event.total:
             share = (position["file"] + event.done / event.total) / max(files, 1)
-            progress(min(share, 1.0), desc=f"{event.name}: page {event.done}/{event.total}")
+            progress(min(share, 1.0), desc=f"{name}: page {event.done}/{event.total}")
         elif event.stage in ("done", "error"):
-            progress(event.done / max(files, 1), desc=f"Finished {event.name}: {event.done}/{files} files, "
+            progress(event.done / max(files, 1), desc=f"Finished {name}: {event.done}/{files} files, "
                                                       f"{event.pages:,} pages, ~{event.tokens:,} tokens so far")
 
     return report
@@ -56,7 +57,7 @@ class DocumentsTab:
         docs, budget = self._documents(session)
         rows = render.document_rows(docs)
         gauge = render.gauge_html(budget) if budget else ""
-        choices = [(f"{d.name} ({d.kind})", d.id) for d in docs]
+        choices = [(f"{printable(d.name)} ({d.kind})", d.id) for d in docs]
         return rows, gauge, gr.update(choices=choices, value=None)
 
     @user_errors

@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
+from quire.errors import printable
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~$!^])")
 _MD_LINE_START = re.compile(r"^(\s*\d*)([-+=.)])", re.MULTILINE)
 
@@ -27,14 +29,15 @@ CITATION_HEADERS = ["Ref", "Document", "Location", "Status", "Quote"]
 
 
 def md_escape(text: str) -> str:
-    """Text shown literally by a Markdown renderer: no markup, links, HTML or math survive."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+    """Text shown literally by a Markdown renderer: no markup, links, HTML or math survive, and no
+    control character or direction mark (written as its escape)."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", printable(text, lines=True))
     escaped = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
     return html.escape(escaped, quote=True)
 
 
 def shorten(text: str, limit: int = 220) -> str:
-    text = " ".join((text or "").split())
+    text = " ".join(printable(text, lines=True).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -70,13 +73,13 @@ def _layer_name(value: Any) -> str:
 
 
 def document_rows(docs: Iterable) -> list[list[Any]]:
-    return [[d.name, d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta), warnings_cell(d.warnings)]
+    return [[printable(d.name), d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta), warnings_cell(d.warnings)]
             for d in docs]
 
 
 def warnings_cell(warnings: list[str]) -> str:
     """A warning mark with what went wrong, or nothing."""
-    return f"{WARNING} " + " ".join(w.rstrip(".") + "." for w in warnings) if warnings else ""
+    return f"{WARNING} " + " ".join(printable(w).rstrip(".") + "." for w in warnings) if warnings else ""
 
 
 def gauge_html(budget) -> str:
@@ -130,7 +133,7 @@ def ingest_report(results: Iterable) -> str:
 # -- answers -------------------------------------------------------------------
 def citation_rows(citations: Iterable) -> list[list[str]]:
     return [
-        [c.ref, c.document_name, location(c), badge(c.status, c.origin), shorten(c.quote, 300)]
+        [c.ref, printable(c.document_name), printable(location(c)), badge(c.status, c.origin), shorten(c.quote, 300)]
         for c in citations
     ]
 
