@@ -34,6 +34,12 @@ class Settings:
 
     home: Path = _opt(None, "Data directory (database, page images, caches). Env: QUIRE_HOME.")
     host: str = _opt("127.0.0.1", "Interface the web UI listens on.")
+    allowed_hosts: str = _opt(
+        "",
+        "Names the web UI answers to in the Host header, comma-separated (e.g. quire.lan,192.168.1.20), besides "
+        "the loopback names (localhost, 127.0.0.1, ::1) and --host; any other Host gets 400, which stops DNS "
+        "rebinding. '*' answers to any name.",
+    )
     port: int = _opt(7860, "Port the web UI listens on.")
     runtime: str = _opt(
         "auto",

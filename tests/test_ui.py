@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -287,6 +288,46 @@ def client(server):
     from gradio_client import Client
 
     return Client(server[0], verbose=False)
+
+
+def test_the_server_answers_only_to_the_names_it_serves(server):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 must not reach the UI."""
+    url, _ = server
+    port = url.rstrip("/").rsplit(":", 1)[1]
+
+    def status(host: str, path: str = "") -> int:
+        request = urllib.request.Request(url + path, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+        assert status(name) == 200, name
+    for name in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        assert status(name) == 400, name
+        assert status(name, "gradio_api/info") == 400, name
+
+
+def test_allowed_hosts_add_names_and_star_allows_any(tmp_path):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from ui.app import HostAllowList, allowed_hosts, host_name
+
+    assert host_name("[::1]:7860") == "::1" and host_name("Quire.LAN.:80") == "quire.lan" and host_name("::1") == "::1"
+    names = allowed_hosts(Settings(home=tmp_path, host="0.0.0.0", allowed_hosts="quire.lan, 192.168.1.20"))
+    assert names == {"localhost", "127.0.0.1", "::1", "quire.lan", "192.168.1.20"}
+    assert "box.local" in allowed_hosts(Settings(home=tmp_path, host="box.local"))
+    inner = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    client = TestClient(HostAllowList(inner, names))
+    assert client.get("/", headers={"Host": "quire.lan:7860"}).text == "ok"
+    assert client.get("/", headers={"Host": "other.lan"}).status_code == 400
+    anyone = TestClient(HostAllowList(inner, {"*"}))
+    assert anyone.get("/", headers={"Host": "other.lan"}).text == "ok"
 
 
 def _message_text(message) -> str:
