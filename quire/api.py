@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -32,6 +33,70 @@ from storage.db import Database
 
 
 STRATEGIES = ("auto", "full", "focus", "sweep")
+WAIT_REPORT_S = 5.0  # a waiting asker hears where it stands at least this often
+
+
+@dataclass
+class Waiting(Status):
+    """Another question holds the model: this one's place in line (1: next) and the expected wait."""
+
+    place: int = 0
+    expected_s: float | None = None  # None until an answer has been timed
+
+
+class AskQueue:
+    """One model, one question at a time; the others wait in line, first come first served, and can be
+    told their place and how long the questions ahead are expected to take (the mean of recent answers)."""
+
+    def __init__(self, history: int = 20) -> None:
+        self._cond = threading.Condition()
+        self._line: deque[int] = deque()  # tickets in order; the first holds the model
+        self._tickets = 0
+        self._durations: deque[float] = deque(maxlen=history)
+        self._since = 0.0  # when the first in line got the model
+
+    def join(self) -> int:
+        with self._cond:
+            self._tickets += 1
+            self._line.append(self._tickets)
+            if len(self._line) == 1:
+                self._since = time.monotonic()
+            return self._tickets
+
+    def place(self, ticket: int) -> int:
+        """Questions ahead of this one (0: it holds the model)."""
+        with self._cond:
+            return self._line.index(ticket)
+
+    def wait(self, ticket: int, timeout: float) -> None:
+        """Wait until the line moves up (or ``timeout`` passes)."""
+        with self._cond:
+            ahead = self._line.index(ticket)
+            if ahead:
+                self._cond.wait_for(lambda: self._line.index(ticket) < ahead, timeout)
+
+    def expected_wait(self, ticket: int) -> float | None:
+        """Seconds until this ticket gets the model: the rest of the current answer and a mean answer for each
+        question between; None before any answer was timed."""
+        with self._cond:
+            ahead = self._line.index(ticket)
+            if not ahead:
+                return 0.0
+            if not self._durations:
+                return None
+            mean = sum(self._durations) / len(self._durations)
+            return max(0.0, mean - (time.monotonic() - self._since)) + (ahead - 1) * mean
+
+    def leave(self, ticket: int) -> None:
+        """Out of line: answered (its time is kept for the estimate), or given up while waiting."""
+        with self._cond:
+            first = self._line[0] == ticket
+            self._line.remove(ticket)
+            if first:
+                now = time.monotonic()
+                self._durations.append(now - self._since)
+                self._since = now
+            self._cond.notify_all()
 
 
 @dataclass
@@ -68,7 +133,7 @@ class Quire:
         self._runtime = runtime
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
-        self._ask_lock = threading.Lock()
+        self._asking = AskQueue()
 
     # -- resources ---------------------------------------------------------------
     @property
@@ -213,7 +278,10 @@ class Quire:
         )
 
     def ask(self, session: str, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
-        """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`."""
+        """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`.
+
+        One question at a time holds the model; while others are ahead, Waiting events say this one's
+        place in line and the expected wait (when the line moves, and every WAIT_REPORT_S)."""
         question = (question or "").strip()
         if not question:
             raise QuireError("The question is empty.", hint="Type a question about the documents.")
@@ -221,49 +289,58 @@ class Quire:
         if requested not in STRATEGIES:
             raise QuireError(f"Unknown strategy {requested!r}.", hint=f"Choose one of: {', '.join(STRATEGIES)}.")
         info = self.session(session, create=False)
-        with self._ask_lock:  # one model, one question at a time
-            started = time.perf_counter()
-            rt = self.runtime()
-            options = GenerateOptions(
-                max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
-            )
-            segments = self._segments(info)
-            ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
-            use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
-            parts: list[str] = []
-            usage = Usage()
-            if use_sweep:
-                for event in run_sweep(segments, question, rt, counter=self._counter(rt), options=options):
-                    if isinstance(event, SweepResult):
-                        ctx, usage = event.context, event.usage
-                        continue
-                    if isinstance(event, Delta):
-                        parts.append(event.text)
+        ticket = self._asking.join()
+        try:
+            while place := self._asking.place(ticket):
+                yield _waiting(place, self._asking.expected_wait(ticket))
+                self._asking.wait(ticket, WAIT_REPORT_S)
+            yield from self._answer(info, question, requested)
+        finally:  # answered, failed, or the asker went away (the generator closed): the line moves on
+            self._asking.leave(ticket)
+
+    def _answer(self, info: repo.SessionInfo, question: str, requested: str) -> Iterator[Delta | Status | Answer]:
+        started = time.perf_counter()
+        rt = self.runtime()
+        options = GenerateOptions(
+            max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
+        )
+        segments = self._segments(info)
+        ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
+        use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
+        parts: list[str] = []
+        usage = Usage()
+        if use_sweep:
+            for event in run_sweep(segments, question, rt, counter=self._counter(rt), options=options):
+                if isinstance(event, SweepResult):
+                    ctx, usage = event.context, event.usage
+                    continue
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                yield event
+        else:
+            yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
+            for event in rt.generate(ctx.prompt, options):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
                     yield event
-            else:
-                yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
-                for event in rt.generate(ctx.prompt, options):
-                    if isinstance(event, Delta):
-                        parts.append(event.text)
-                        yield event
-                    else:
-                        usage = event
-            answer = "".join(parts).strip()
-            checked = citations.check(answer, ctx.refs)
-            meta = ctx.metadata() | {
-                "unknown_refs": checked.unknown_refs,
-                "wall_s": round(time.perf_counter() - started, 4),
-                "finish_reason": usage.finish_reason,
-                **usage.details,
-            }
-            turn = repo.TurnRecord(
-                id=0, question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
-                meta=meta, citations=checked.citations,
-            )
-            turn.id = repo.save_turn(self.db, info.id, turn)
-            yield Answer(turn, meta)
+                else:
+                    usage = event
+        answer = "".join(parts).strip()
+        checked = citations.check(answer, ctx.refs)
+        meta = ctx.metadata() | {
+            "unknown_refs": checked.unknown_refs,
+            "wall_s": round(time.perf_counter() - started, 4),
+            "finish_reason": usage.finish_reason,
+            **usage.details,
+        }
+        turn = repo.TurnRecord(
+            id=0, question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
+            meta=meta, citations=checked.citations,
+        )
+        turn.id = repo.save_turn(self.db, info.id, turn)
+        yield Answer(turn, meta)
 
     def answer(self, session: str, question: str, **kw) -> Answer:
         """Ask and wait for the whole answer."""
@@ -284,3 +361,15 @@ class Quire:
         info = self.session(session, create=False)
         return export.export_session(self.db, self.blobs, info.id, fmt, Path(out))
 
+
+
+def _waiting(place: int, expected: float | None) -> Waiting:
+    where = "next in line" if place == 1 else f"{place} questions ahead"
+    wait = "no estimate yet (no answer timed so far)" if expected is None else f"about {_duration(expected)}"
+    return Waiting(f"Waiting for the model: {where}; expected wait {wait}", 0, 0, place, expected)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{seconds / 60:.0f} min"

@@ -16,6 +16,7 @@ from ui.errors import user_errors
 from ui.viewer import Viewer
 
 STREAM_EVERY_S = 0.05  # at most ~20 screen updates a second while an answer streams
+ASKERS_AT_ONCE = 16  # questions handled at once: one holds the model, the others wait in line and say where they stand
 CURSOR = " ▍"
 
 
@@ -150,8 +151,10 @@ class ChatTab:
         viewer = [title, image, code]
         outputs = [chatbot, question, *turn_view]
         asked = [
-            ask.click(self.ask, [session, question, strategy], outputs, api_name="ask", concurrency_limit=1,
-                      concurrency_id="model"),
+            # Askers wait in Quire's own line, which tells each its place and expected wait in the chat;
+            # past ASKERS_AT_ONCE, Gradio's queue holds the rest (and shows its own place and estimate).
+            ask.click(self.ask, [session, question, strategy], outputs, api_name="ask",
+                      concurrency_limit=ASKERS_AT_ONCE, concurrency_id="model"),
             question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
                             concurrency_id="model"),
         ]
