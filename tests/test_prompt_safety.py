@@ -158,28 +158,42 @@ def test_names_are_one_line_without_control_characters():
 
 
 # -- with the real tokenizers: the CPU runtime's, and llama-cpp-python's server ---------------------
-def _control_ids(rt) -> dict[int, str]:
-    """Every control token of the served model's vocabulary (SmolLM2: <|im_start|>, <filename> ... 17 in all)."""
+@pytest.fixture(scope="module")
+def vocab():
+    """SmolLM2's vocabulary, read from its GGUF by llama.cpp itself (no weights, no compute backend)."""
+    from llama_cpp import Llama
+
+    from tests.test_openai_runtime import _smollm2_gguf
+
+    llm = Llama(model_path=str(_smollm2_gguf()), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def _control_ids(llm) -> dict[int, str]:
+    """Every control token of the model's vocabulary (SmolLM2: <|im_start|>, <filename> ... 17 in all)."""
     import llama_cpp
 
-    model = rt.llm._model
+    model = llm._model
     flags = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
     return {i: model.token_get_text(i) for i in range(model.n_vocab()) if model.token_get_attr(i) & flags}
 
 
-def test_no_control_token_of_the_model_survives_neutralising(cpu_runtime):
-    controls = _control_ids(cpu_runtime)
+def test_no_control_token_of_the_model_survives_neutralising(vocab):
+    """Parsed as llama.cpp's server and llama-cpp-python parse chat text (special tokens on)."""
+    controls = _control_ids(vocab)
     assert len(controls) >= 3
-    for text in controls.values():
-        for spelling in (text, text.upper(), f"x{text}y"):
-            tokens = cpu_runtime.llm.tokenize(neutralise(spelling).encode(), add_bos=False, special=True)
+    for token, text in controls.items():
+        assert vocab.tokenize(text.encode(), add_bos=False, special=True) == [token]  # the threat is real
+        for spelling in (text, text.upper(), f"x{text}y", f"{text}{text}"):
+            tokens = vocab.tokenize(neutralise(spelling).encode(), add_bos=False, special=True)
             assert not set(tokens) & set(controls), (spelling, neutralise(spelling))
 
 
-def test_the_cpu_runtime_gets_only_the_templates_control_tokens(settings, tmp_path, cpu_runtime):
+def test_the_cpu_runtime_gets_only_the_templates_control_tokens(settings, tmp_path, cpu_runtime, vocab):
     """Each of the model's control tokens, and the attack lines, planted in a PDF and a .txt: the token
     sequence the CPU runtime evaluates has exactly the control tokens of the template around them."""
-    controls = _control_ids(cpu_runtime)
+    controls = _control_ids(vocab)
     planted = ATTACK + "\n".join(f"{t} planted {t.upper()}" for t in controls.values()) + "\n"
     txt = tmp_path / "planted.txt"
     txt.write_text(planted, encoding="utf-8")
