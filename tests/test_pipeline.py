@@ -88,3 +88,11 @@ def test_a_folder_read_again_unchanged_is_already_in_the_session(settings, db, b
     assert first.status == "added"
     assert second.status == "duplicate" and second.message == "already in the session"
     assert second.document_id == first.document_id and len(repo.session_documents(db, session.id)) == 1
+
+
+def test_a_repaired_file_says_so(settings, db, blobs, corpus):
+    session = repo.create_session(db, "s")
+    (result,) = Ingestor(settings.replace(workers=1, ocr=False), db, blobs).ingest(
+        session.id, [corpus / "pdfs/pdfjs/helloworld-bad.pdf"])
+    assert result.status == "added"
+    assert result.warnings == ["The file was damaged; MuPDF repaired it. Check the page images against the text."]
