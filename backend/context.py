@@ -14,6 +14,8 @@ Strategies:
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -72,15 +74,71 @@ def ref_id(index: int) -> str:
 
 
 def render_segment(ref: str, seg: SegmentRecord) -> str:
-    where = seg.locator.label()
-    head = f"[{ref}] {seg.document_name}" + (f" ({where})" if where and where != seg.document_name else "")
-    body = _neutralise(seg.text)
-    return f"{head}\n{body}\n\n"
+    body = neutralise(seg.text)
+    return f"{_head(ref, seg)}\n{body}\n\n"
 
 
-def _neutralise(text: str) -> str:
-    """Keep document text from closing the data block or forging passage ids."""
-    return text.replace("</documents>", "</ documents>").replace("<documents>", "< documents>")
+def _head(ref: str, seg: SegmentRecord) -> str:
+    """The passage's tag line: ``[S12] name (where)``, its name and place made harmless."""
+    name, where = neutralise_name(seg.document_name), neutralise_name(seg.locator.label())
+    return f"[{ref}] {name}" + (f" ({where})" if where and where != name else "")
+
+
+# -- keeping document text data ----------------------------------------------------------
+# Whatever a document holds reaches the model as plain text and nothing else: it cannot close
+# the data block, forge a passage's tag, or turn into a control token of the chat template.
+# Every runtime parses special tokens in message text: llama.cpp's server tokenizes the
+# rendered chat prompt with parse_special, llama-cpp-python's chat handlers with special=True,
+# and SGLang encodes the rendered template with its Hugging Face tokenizer, which matches every
+# added token in the text. So look-alikes are rewritten here, before any runtime sees them:
+# their angle brackets become single guillemets (<|im_end|> -> ‹|im_end|›) and their square
+# brackets round ones ([INST] -> (INST)), which reads the same to a model and is no token.
+_FENCES = r"documents|findings"  # the data blocks of context assembly and of the sweep's reduce pass
+_ANGLE_NAMES = (
+    # SentencePiece (Llama 2, Mistral), Gemma
+    "s", "unk", "pad", "bos", "eos", "mask", "start_of_turn", "end_of_turn", "start_of_image", "end_of_image",
+    "image_soft_token",
+    # StarCoder and SmolLM
+    "repo_name", "reponame", "file_sep", "filename", "gh_stars", "issue_start", "issue_comment", "issue_closed",
+    "jupyter_start", "jupyter_text", "jupyter_code", "jupyter_output", "jupyter_script", "empty_output",
+    "commit_before", "commit_msg", "commit_after", "fim_prefix", "fim_middle", "fim_suffix", "fim_pad",
+    # Qwen, DeepSeek R1 and their kin: tool calls and reasoning
+    "tool_call", "tool_response", "tools", "think",
+    # placeholders multimodal processors expand into image or audio slots (LLaVA, InternVL, Qwen-Audio)
+    "image", "video", "audio", "img", "img_context",
+)
+_SQUARE_NAMES = (  # Mistral's control tokens; Llama 2 writes [INST] as plain text, which is as bad
+    "INST", "SYSTEM_PROMPT", "AVAILABLE_TOOLS", "TOOL_CALLS", "TOOL_RESULTS", "TOOL_CONTENT", "IMG", "IMG_BREAK",
+    "IMG_END", "THINK", "ARGS", "CALL_ID", "PREFIX", "MIDDLE", "SUFFIX",
+)
+_LOOKALIKES = re.compile(
+    r"<\s*\|[^<>|\n]{0,64}\|\s*>"  # <|im_start|>, <|eot_id|>, <|start_header_id|>, <|endoftext|>, <|end|> ...
+    r"|<\s*\uff5c[^<>\uff5c\n]{0,64}\uff5c\s*>"  # DeepSeek's full-width bars: <｜User｜>
+    r"|<\s*/?\s*(?:" + _FENCES + "|" + "|".join(_ANGLE_NAMES) + r")\s*/?\s*>"
+    r"|<<\s*/?\s*SYS\s*>>"  # Llama 2's system block
+    r"|\[\s*/?\s*(?:" + "|".join(_SQUARE_NAMES) + r")\s*\]",
+    re.IGNORECASE,
+)
+_PASSAGE_ID = re.compile(r"\[\s*(?:S\s*\d+\s*[,;]?\s*)+\]", re.IGNORECASE)  # as the citation parser reads one
+_BRACKETS = str.maketrans({"<": "\u2039", ">": "\u203a", "[": "(", "]": ")"})
+
+
+def neutralise(text: str, *, passage_ids: bool = True) -> str:
+    """Document text with every fence tag and control-token look-alike made plain text, and passage
+    ids too (``[S12]``, ``[ s3, S4 ]``) unless ``passage_ids`` is False (the sweep's findings cite them)."""
+    text = _LOOKALIKES.sub(_plain, text)
+    return _PASSAGE_ID.sub(_plain, text) if passage_ids else text
+
+
+def _plain(match: re.Match) -> str:
+    return match.group(0).translate(_BRACKETS)
+
+
+def neutralise_name(name: str) -> str:
+    """A document name or place for a tag line: one line, no control or invisible characters
+    (a newline in a file name would add lines to the prompt), nothing a tag line could be mistaken for."""
+    visible = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in name)
+    return neutralise(" ".join(visible.split()))
 
 
 def question_part(question: str) -> str:
@@ -193,8 +251,8 @@ def _select(
 
 
 def _image_caption(ref: str, seg: SegmentRecord) -> str:
-    where = seg.locator.label()
-    return f"[{ref}] {seg.document_name}" + (f" ({where})" if where else "") + " image:\n"
+    where = neutralise_name(seg.locator.label())
+    return f"[{ref}] {neutralise_name(seg.document_name)}" + (f" ({where})" if where else "") + " image:\n"
 
 
 def fitting(costs: Iterable[int], budget: int) -> int:

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 from backend import citations
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
-from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, fitting, ref_id, render_segment
+from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, fitting, neutralise, ref_id, render_segment
 from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
@@ -132,7 +132,8 @@ def run_sweep(
     yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
-    kept = findings[:fitting((runtime.count_tokens(line) + 1 for line in findings), reduce_budget)]
+    lines = [neutralise(line, passage_ids=False) for line in findings]  # a finding quotes the documents: data
+    kept = lines[:fitting((runtime.count_tokens(line) + 1 for line in lines), reduce_budget)]
     body = "\n".join(kept) if kept else "(no findings: the documents do not appear to address the question)"
     prompt = Prompt(
         REDUCE_SYSTEM,

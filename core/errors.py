@@ -6,6 +6,27 @@ the UI turn them into a user message at one boundary each.
 
 from __future__ import annotations
 
+import re
+
+# What a terminal obeys or a display reorders: C0 and C1 controls (a carriage return, an escape sequence
+# that clears the line), and the bidirectional marks and overrides (U+202E shows "txt.exe" as "exe.txt").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` safe to show anywhere: each control character and direction mark written as its escape
+    (``\\r``, ``\\x1b``, ``\\u202e``), as Python writes them. ``lines`` keeps newlines and tabs (a passage,
+    an answer); a file name is one line. Escaping twice changes nothing."""
+
+    def escape(match: re.Match) -> str:
+        c = match.group(0)
+        if lines and c in "\n\t":
+            return c
+        return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+    return _UNPRINTABLE.sub(escape, text or "")
+
 
 class QuireError(Exception):
     """An error meant for the user."""
@@ -24,7 +45,7 @@ class IngestError(QuireError):
     """A file could not be ingested. ``path`` names it."""
 
     def __init__(self, path: str, message: str, *, hint: str = "") -> None:
-        super().__init__(f"{path}: {message}", hint=hint)
+        super().__init__(f"{printable(path)}: {message}", hint=hint)
         self.path = path
 
 
@@ -50,6 +71,10 @@ class CorruptFile(IngestError):
 
 class TooLarge(IngestError):
     pass
+
+
+class NotReadable(IngestError):
+    """The file opened but nothing in it could be read: it is not added."""
 
 
 class Cancelled(IngestError):

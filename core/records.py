@@ -46,6 +46,11 @@ class DocumentRecord:
     blob_sha: str | None = None  # the original file's bytes, when kept
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What went wrong while it was read (a page left out, a repair), as its extractor wrote it down."""
+        return [str(w) for w in self.meta.get("warnings") or []]
+
 
 @dataclass(kw_only=True)
 class SegmentRecord:

@@ -36,6 +36,12 @@ class Settings:
 
     home: Path = _opt(None, "Data directory (database, page images, caches). Env: QUIRE_HOME.")
     host: str = _opt("127.0.0.1", "Interface the web UI listens on.")
+    allowed_hosts: str = _opt(
+        "",
+        "Names the web UI answers to in the Host header, comma-separated (e.g. quire.lan,192.168.1.20), besides "
+        "the loopback names (localhost, 127.0.0.1, ::1) and --host; any other Host gets 400, which stops DNS "
+        "rebinding. '*' answers to any name.",
+    )
     port: int = _opt(7860, "Port the web UI listens on.")
     runtime: str = _opt(
         "auto",
@@ -71,6 +77,13 @@ class Settings:
         0, "Processes that read files in parallel during ingestion; 0 uses every core; 1 reads in the app's own process."
     )
     file_timeout_s: int = _opt(600, "Longest time one file may take to read before it is stopped and reported, in seconds.")
+    worker_memory_mb: int = _opt(
+        0,
+        "Most memory (address space) one reading process may use, in MiB: a file that needs more is stopped "
+        "and reported as too large to read safely, and the batch goes on. 0 sizes it to the machine: an even "
+        "share of three quarters of its memory, at least 3072. It bounds the worker processes, not the app "
+        "itself (--workers 1 reads in the app's own process, unbounded).",
+    )
     ocr: bool = _opt(True, "Read scanned pages and images with OCR (about 7 s a page on a CPU).")
     max_pdf_pages: int = _opt(5000, "Most pages read from one PDF; longer ones are refused with a message.")
     max_image_megapixels: int = _opt(100, "Largest image accepted, in megapixels (bigger ones are refused before decoding).")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from html import escape
+from html import escape as _html_escape
 
 from export.report import Report, ReportCitation, ReportTurn
+from core.errors import printable
 
 STATUSES = ("verified", "unverified", "missing")
 NO_PASSAGE = "<p class=\"meta\">(passage not available)</p>"
@@ -29,7 +30,13 @@ blockquote { margin: .3rem 0 0 0; padding: .3rem .8rem; border-left: 4px solid #
 .origin { color: #57606a; font-size: .8rem; }
 table.docs { border-collapse: collapse; font-size: .9rem; }
 table.docs td, table.docs th { border: 1px solid #d0d7de; padding: .2rem .5rem; text-align: left; }
+table.docs td.warn { color: #7d4e00; }
 """
+
+
+def escape(text: str) -> str:
+    """HTML-escaped, with control characters and direction marks written as their escapes."""
+    return _html_escape(printable(text, lines=True))
 
 
 def render_html(report: Report) -> str:
@@ -61,12 +68,13 @@ def _meta(report: Report) -> str:
 
 def _documents(report: Report) -> str:
     rows = "".join(
-        f"<tr><td>{escape(d.name)}</td><td>{escape(d.kind)}</td><td>{d.pages or ''}</td><td>{d.tokens}</td></tr>"
+        f"<tr><td>{escape(d.name)}</td><td>{escape(d.kind)}</td><td>{d.pages or ''}</td><td>{d.tokens}</td>"
+        f"<td class=\"warn\">{'<br>'.join('⚠ ' + escape(w) for w in d.warnings)}</td></tr>"
         for d in report.documents
     )
     return (
-        "<h3>Documents</h3>\n<table class=\"docs\"><tr><th>Name</th><th>Kind</th><th>Pages</th><th>Tokens</th></tr>"
-        f"{rows}</table>"
+        "<h3>Documents</h3>\n<table class=\"docs\"><tr><th>Name</th><th>Kind</th><th>Pages</th><th>Tokens</th>"
+        f"<th>Warnings</th></tr>{rows}</table>"
     )
 
 

@@ -6,6 +6,7 @@ import html
 import re
 
 from export.report import Report, ReportCitation, ReportTurn
+from core.errors import printable
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~$!^])")
 _MD_LINE_START = re.compile(r"^(\s*\d*)([-+=.)>])", re.MULTILINE)
@@ -16,7 +17,7 @@ def md_escape(text: str, *, line_start: bool = True) -> str:
 
     ``line_start=False`` for text that continues a line, where a leading "1." or "-" is harmless.
     """
-    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+    escaped = _MD_SPECIAL.sub(r"\\\1", printable(text, lines=True))
     escaped = _MD_LINE_START.sub(
         lambda m: m.group(0) if m.start() == 0 and not line_start else m.group(1) + "\\" + m.group(2), escaped
     )
@@ -45,7 +46,8 @@ def render_markdown(report: Report) -> str:
 
 def _document_line(d) -> str:
     pages = f", {d.pages} pages" if d.pages else ""
-    return f"- {_inline(d.name)} ({_inline(d.kind)}{pages}, ~{d.tokens} tokens)"
+    warned = "".join(f"\n  - ⚠ {_inline(w)}" for w in d.warnings)
+    return f"- {_inline(d.name)} ({_inline(d.kind)}{pages}, ~{d.tokens} tokens){warned}"
 
 
 def _turn(turn: ReportTurn) -> list[str]:

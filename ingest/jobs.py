@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from core.document import ParsedDocument
-from core.errors import IngestError, QuireError
+from core.errors import IngestError, QuireError, printable
 from core.tokens import estimate_tokens
 from ingest.base import ExtractContext, registry
 from ingest.code import extract_codebase
@@ -45,6 +45,7 @@ class IngestResult:
     pages: int = 0
     segments: int = 0
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # what went wrong while reading it, kept with the document
 
     @property
     def ok(self) -> bool:
@@ -76,8 +77,35 @@ def extract_in_worker(item: tuple) -> tuple[str, ParsedDocument | str]:
     load_extractors()
     ctx = ExtractContext(settings=settings, blobs=BlobStore(settings.blob_dir), password=job.password,
                          display_name=job.name, progress=queue.put)
-    outcome = guard(job.name, lambda: run_extractor(job, ctx))
+    outcome = guard(job.name, lambda: run_extractor(job, ctx), memory_mb=_memory_bound())
+    if isinstance(outcome, IngestResult) and outcome.message.endswith(TOO_LARGE_HINT):
+        _give_back_memory()  # the next file gets the whole bound again
     return ("error", outcome.message) if isinstance(outcome, IngestResult) else ("ok", outcome)
+
+
+def _memory_bound() -> int:
+    """This worker's address-space bound in MiB (0: none)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return 0 if soft == resource.RLIM_INFINITY else soft // 2**20
+
+
+def _give_back_memory() -> None:
+    """After a file ran into the bound: empty MuPDF's cache and hand freed heap back to the system."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    try:
+        import pymupdf
+
+        pymupdf.TOOLS.store_shrink(100)
+    except ImportError:
+        pass
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def warm_up(_: object = None) -> bool:
@@ -87,12 +115,20 @@ def warm_up(_: object = None) -> bool:
     return True
 
 
-def guard(name: str, step: Callable):
-    """Run one step for one file; any failure becomes that file's error result, never the batch's."""
+TOO_LARGE_HINT = "Split it, or raise --worker-memory-mb."
+
+
+def guard(name: str, step: Callable, memory_mb: int = 0):
+    """Run one step for one file; any failure becomes that file's error result, never the batch's.
+    ``memory_mb``: the bound this process runs under, named when a file runs into it."""
+    shown = printable(name)
     try:
         return step()
     except MemoryError:
-        return IngestResult(name, "error", message=f"{name}: ran out of memory while reading it. Split it or lower the limits.")
+        if memory_mb:
+            return IngestResult(name, "error", message=f"{shown}: is too large to read safely: reading it needed more "
+                                                       f"than the {memory_mb:,} MiB a reader may use. {TOO_LARGE_HINT}")
+        return IngestResult(name, "error", message=f"{shown}: ran out of memory while reading it. Split it or lower the limits.")
     except Exception as exc:  # noqa: BLE001 - the batch goes on; the message names the file and the cause
         return IngestResult(name, "error", message=describe(name, exc))
 
@@ -101,5 +137,5 @@ def describe(name: str, exc: BaseException) -> str:
     if isinstance(exc, IngestError):
         return exc.user_message()
     if isinstance(exc, QuireError):
-        return f"{name}: {exc.user_message()}"
-    return f"{name}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."
+        return f"{printable(name)}: {exc.user_message()}"
+    return f"{printable(name)}: could not be read ({type(exc).__name__}: {exc}). Check the file, or report it if it opens elsewhere."

@@ -206,6 +206,8 @@ def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext, *, render_all: 
         p.pop("needs_ocr", None)
     notes = pymupdf.TOOLS.mupdf_warnings(reset=True)
     meta: dict[str, Any] = {"pages": pages, "text_layer": _summary(pages)}
+    if lost := _lost_pages(doc, notes):
+        warnings.insert(0, lost)
     if doc.is_repaired or getattr(doc, "is_recovered", False):
         meta["repaired"] = True
         warnings.insert(0, "The file was damaged; MuPDF repaired it. Check the page images against the text.")
@@ -217,6 +219,31 @@ def _read(doc: pymupdf.Document, name: str, ctx: ExtractContext, *, render_all: 
     if info:
         meta["info"] = info
     return ParsedDocument(name=name, kind="pdf", segments=segments, pages=total, meta=meta)
+
+
+_TREE_NOTES = ("page tree", "claims to have")  # what MuPDF says when it drops or blanks pages of a damaged tree
+
+
+def _lost_pages(doc: pymupdf.Document, notes: str) -> str | None:
+    """A damaged page tree loses pages without an error (a page left blank, a page count cut short, a
+    page listed twice in place of another): say so when MuPDF noticed or the file's own counts disagree."""
+    try:
+        root = doc.xref_get_key(doc.pdf_catalog(), "Pages")
+        count = doc.xref_get_key(int(root[1].split()[0]), "Count") if root[0] == "xref" else ("null", "")
+        declared = int(count[1]) if count[0] == "int" else None
+        listed = [doc.page_xref(i) for i in range(doc.page_count)]
+    except (*PageError, IndexError):
+        return None
+    noted = next((line for line in notes.splitlines() if any(n in line for n in _TREE_NOTES)), "")
+    repeated = len(listed) - len(set(listed))
+    if not noted and declared in (None, doc.page_count) and not repeated:
+        return None
+    facts = [f"MuPDF: {noted.removeprefix('format error: ')}"] if noted else []
+    if declared is not None and declared != doc.page_count:
+        facts.append(f"it declares {declared} pages and {doc.page_count} could be found")
+    if repeated:
+        facts.append(f"{repeated} page{'s are' if repeated > 1 else ' is'} listed twice in place of others")
+    return f"The file's page tree is damaged ({'; '.join(facts)}): pages may be missing or blank."
 
 
 def _summary(pages: list[dict[str, Any]]) -> str:
@@ -245,9 +272,25 @@ def _page(doc: pymupdf.Document, index: int, ctx: ExtractContext, engine: ocr.Oc
             pieces = _with_tables(page, pieces, ctx.settings.pdf_tables) + _form(page) + _figures(page, display, ctx)
             return PageResult(_segments(paragraphs(reading_order(pieces)), number, ctx), info)
         return _scanned(page, info, pieces, ctx, engine, size)
-    except PageError as exc:
+    except MemoryError:
+        raise  # the file is too large for this worker: that is the file's result, not one page's
+    except Exception as exc:  # noqa: BLE001 - one bad page costs that page, whatever PyMuPDF raised
+        # MuPDF's own errors, and Python ones from PyMuPDF's glue: a TypeError when a warning about a
+        # broken resource holds bytes that are no UTF-8 ("in method 'll_fz_warn'"), an IndexError ...
+        if _out_of_memory(exc):
+            raise MemoryError(str(exc)) from exc
         info = {"page": number, "width": 0, "height": 0, "text_layer": "none"}
-        return PageResult([], info, [f"page {number} could not be read ({exc}); it was left out."])
+        return PageResult([], info, [f"page {number} could not be read ({type(exc).__name__}: {exc}); it was left out."])
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """An allocation that failed (MuPDF: "malloc (972000000 bytes) failed", "calloc (4104 x 1 bytes) failed";
+    onnxruntime: bad_alloc)."""
+    text = str(exc)
+    return bool(_ALLOC_FAILED.search(text)) or "bad_alloc" in text or "out of memory" in text.lower()
+
+
+_ALLOC_FAILED = re.compile(r"\b(?:m|c|re)alloc\b.*\bfailed\b")
 
 
 def _scanned(page, info, pieces, ctx, engine, size: tuple[int, int]) -> PageResult:

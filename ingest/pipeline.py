@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from core.document import ParsedDocument
-from core.errors import EmptyFile, IngestError, TooLarge, UnsupportedFile
+from core.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile, printable
 from core.settings import Settings
 from ingest.base import ExtractContext, Progress, registry
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor, warm_up
-from ingest.workers import WorkerPool
+from ingest.workers import WorkerPool, worker_memory_mb
 from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -120,7 +120,7 @@ class Ingestor:
         else:
             for job in jobs:
                 if cancelled():
-                    finished(job, IngestResult(job.name, "cancelled", message=f"{job.name}: cancelled before it was read"))
+                    finished(job, IngestResult(job.name, "cancelled", message=f"{printable(job.name)}: cancelled before it was read"))
                     continue
                 progress(Progress("file", job.name, len(results), total))
                 ctx = self._context(job, progress, cancelled)
@@ -130,11 +130,16 @@ class Ingestor:
     def warm(self, workers: int | None = None) -> None:
         """Start the extraction workers ahead of the first batch (the app does it at launch)."""
         if self.pool is not None:
-            self.pool.warm(workers or self._workers(), warm_up)
+            self.pool.warm(workers or self._workers(), warm_up, self._memory_mb())
 
     def _workers(self) -> int:
         """Worker processes for a batch: the setting, or one per core."""
         return self.settings.workers or os.cpu_count() or 1
+
+    def _memory_mb(self) -> int:
+        """Each worker's address-space bound (its share of the machine: the configured worker count,
+        not a batch's, so the pool keeps its size and bound from batch to batch)."""
+        return worker_memory_mb(self.settings.worker_memory_mb, self._workers())
 
     # -- steps ---------------------------------------------------------------------
     def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
@@ -152,10 +157,7 @@ class Ingestor:
         sha = sha256_file(path)
         existing = repo.find_document(self.db, sha)
         if existing is not None:
-            added = repo.link_document(self.db, session_id, existing, name)
-            info = repo.get_document(self.db, existing)
-            note = "already in the session" if not added else "already stored: reused"
-            return IngestResult(name, "duplicate", existing, info.tokens, info.pages, info.segments, note)
+            return self._reuse(session_id, existing, name)
         lookup = _extractor_key(name, path)
         if lookup is None:
             suffix = _suffix_of(name)
@@ -182,19 +184,23 @@ class Ingestor:
 
     def _run_pool(self, jobs, workers, finished, progress, cancelled) -> None:
         queue = self.pool.progress_queue()
+        memory_mb = self._memory_mb()
 
         def drain() -> None:
             while not queue.empty():
                 progress(queue.get_nowait())
 
         def failed(job: Job, why: str) -> None:
+            name = printable(job.name)
             if why == "timeout":
-                message = (f"{job.name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
+                message = (f"{name}: reading it took longer than {self.settings.file_timeout_s} s and was stopped. "
                            "Split the file, or raise --file-timeout-s.")
             elif why == "crashed":
-                message = f"{job.name}: the reader crashed on this file; it is probably corrupt. Re-export it and try again."
+                message = (f"{name}: the reader crashed on this file; it is probably corrupt, or needed more than "
+                           f"the {memory_mb:,} MiB a reader may use. Re-export it and try again, or raise "
+                           "--worker-memory-mb.")
             else:
-                message = f"{job.name}: could not be read ({why}). Check the file and try again."
+                message = f"{name}: could not be read ({why}). Check the file and try again."
             finished(job, IngestResult(job.name, "error", message=message))
 
         self.pool.run_all(
@@ -205,16 +211,41 @@ class Ingestor:
             on_result=lambda item, out: finished(item[0], out[1] if out[0] == "ok" else IngestResult(item[0].name, "error", message=out[1])),
             on_failure=lambda item, why: failed(item[0], why),
             cancelled=cancelled,
-            on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled", message=f"{item[0].name}: cancelled")),
+            on_cancel=lambda item: finished(item[0], IngestResult(item[0].name, "cancelled",
+                                                                 message=f"{printable(item[0].name)}: cancelled")),
             on_tick=drain,
+            memory_mb=memory_mb,
         )
         drain()
 
+    def _reuse(self, session_id: int, document_id: int, name: str) -> IngestResult:
+        """A document the database holds already: linked to the session if it is not in it yet."""
+        added = repo.link_document(self.db, session_id, document_id, name)
+        info = repo.get_document(self.db, document_id)
+        note = "already in the session" if not added else "already stored: reused"
+        return IngestResult(name, "duplicate", document_id, info.tokens, info.pages, info.segments, note,
+                            list(info.meta.get("warnings") or []))
+
     def _store(self, session_id: int, job: Job, parsed: ParsedDocument) -> IngestResult:
+        warnings = list(parsed.meta.get("warnings") or [])
+        if not parsed.segments:
+            raise not_readable(job.name, parsed, warnings)
         sha = job.sha or _sha_of_parsed(parsed)
+        if job.sha is None and (existing := repo.find_document(self.db, sha)) is not None:
+            return self._reuse(session_id, existing, job.name)  # a folder read again, unchanged
         blob_sha = self.blobs.put_file(job.path, sha, job.suffix) if job.sha else None
         doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=str(job.path), blob_sha=blob_sha)
-        return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments))
+        return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments),
+                            warnings=warnings)
+
+
+def not_readable(name: str, parsed: ParsedDocument, warnings: list[str]) -> NotReadable:
+    """A document without one readable passage is reported, never added as if it were read."""
+    where = {0: "it", 1: "its one page"}.get(parsed.pages, f"any of its {parsed.pages} pages")
+    why = "".join(f" {w.rstrip('.')}." for w in warnings)
+    return NotReadable(name, f"is not readable: no text or image could be read from {where}.{why}",
+                       hint="Check that it opens in another program; if it does, re-export it (e.g. print it to PDF) "
+                            "and add it again.")
 
 
 def _job_size(job: Job) -> int:

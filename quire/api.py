@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections import deque
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,70 @@ from storage.db import Database
 __all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
+WAIT_REPORT_S = 5.0  # a waiting asker hears where it stands at least this often
+
+
+@dataclass
+class Waiting(Status):
+    """Another question holds the model: this one's place in line (1: next) and the expected wait."""
+
+    place: int = 0
+    expected_s: float | None = None  # None until an answer has been timed
+
+
+class AskQueue:
+    """One model, one question at a time; the others wait in line, first come first served, and can be
+    told their place and how long the questions ahead are expected to take (the mean of recent answers)."""
+
+    def __init__(self, history: int = 20) -> None:
+        self._cond = threading.Condition()
+        self._line: deque[int] = deque()  # tickets in order; the first holds the model
+        self._tickets = 0
+        self._durations: deque[float] = deque(maxlen=history)
+        self._since = 0.0  # when the first in line got the model
+
+    def join(self) -> int:
+        with self._cond:
+            self._tickets += 1
+            self._line.append(self._tickets)
+            if len(self._line) == 1:
+                self._since = time.monotonic()
+            return self._tickets
+
+    def place(self, ticket: int) -> int:
+        """Questions ahead of this one (0: it holds the model)."""
+        with self._cond:
+            return self._line.index(ticket)
+
+    def wait(self, ticket: int, timeout: float) -> None:
+        """Wait until the line moves up (or ``timeout`` passes)."""
+        with self._cond:
+            ahead = self._line.index(ticket)
+            if ahead:
+                self._cond.wait_for(lambda: self._line.index(ticket) < ahead, timeout)
+
+    def expected_wait(self, ticket: int) -> float | None:
+        """Seconds until this ticket gets the model: the rest of the current answer and a mean answer for each
+        question between; None before any answer was timed."""
+        with self._cond:
+            ahead = self._line.index(ticket)
+            if not ahead:
+                return 0.0
+            if not self._durations:
+                return None
+            mean = sum(self._durations) / len(self._durations)
+            return max(0.0, mean - (time.monotonic() - self._since)) + (ahead - 1) * mean
+
+    def leave(self, ticket: int) -> None:
+        """Out of line: answered (its time is kept for the estimate), or given up while waiting."""
+        with self._cond:
+            first = self._line[0] == ticket
+            self._line.remove(ticket)
+            if first:
+                now = time.monotonic()
+                self._durations.append(now - self._since)
+                self._since = now
+            self._cond.notify_all()
 
 
 @dataclass
@@ -87,7 +152,7 @@ class Quire:
         self._workers = WorkerPool()  # started by the first batch (or warm_ingest), ended by close()
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
-        self._ask_lock = threading.Lock()
+        self._asking = AskQueue()
 
     # -- resources ---------------------------------------------------------------
     def _database(self) -> Database:
@@ -293,8 +358,9 @@ class Quire:
     def ask(self, session: SessionRef, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
         """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`.
 
-        One question at a time: the stream holds the model until it ends or is closed. A caller
-        that stops reading early closes it (``with contextlib.closing(q.ask(...))``, or ``.close()``),
+        One question at a time holds the model; while others are ahead, Waiting events say this one's
+        place in line and the expected wait (when the line moves, and every WAIT_REPORT_S). A caller
+        that stops reading early closes the stream (``with contextlib.closing(q.ask(...))``, or ``.close()``),
         which also closes the runtime's own stream at once, so the next question can start.
         """
         question = (question or "").strip()
@@ -304,11 +370,14 @@ class Quire:
         if requested not in STRATEGIES:
             raise QuireError(f"Unknown strategy {requested!r}.", hint=f"Choose one of: {', '.join(STRATEGIES)}.")
         info = self.session(session, create=False)
-        self._ask_lock.acquire()  # one model, one question at a time
+        ticket = self._asking.join()
         try:
+            while place := self._asking.place(ticket):
+                yield _waiting(place, self._asking.expected_wait(ticket))
+                self._asking.wait(ticket, WAIT_REPORT_S)
             yield from self._answer(info, question, requested)
-        finally:  # also when the reader closes the stream half-way (GeneratorExit at a yield)
-            self._ask_lock.release()
+        finally:  # answered, failed, or the asker went away (the generator closed): the line moves on
+            self._asking.leave(ticket)
 
     def _answer(self, info: SessionRecord, question: str, requested: str) -> Iterator[Delta | Status | Answer]:
         started = time.perf_counter()
@@ -420,3 +489,15 @@ def _load(source: Path | io.BytesIO) -> Image.Image:
     with Image.open(source) as im:
         im.load()
         return im.copy()
+
+
+def _waiting(place: int, expected: float | None) -> Waiting:
+    where = "next in line" if place == 1 else f"{place} questions ahead"
+    wait = "no estimate yet (no answer timed so far)" if expected is None else f"about {_duration(expected)}"
+    return Waiting(f"Waiting for the model: {where}; expected wait {wait}", 0, 0, place, expected)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{seconds / 60:.0f} min"

@@ -2,6 +2,10 @@
 
 Every Settings field is a flag on every subcommand; QuireError becomes a
 one-line message and exit status 2 here, and nowhere else.
+
+Exit statuses: 0 done; 1 ``ingest`` could read none of the files; 2 an error
+(bad flag, unknown session, the model failed); 3 ``ingest`` read some files
+but not all (the count is printed).
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from core.errors import QuireError
+from core.errors import QuireError, printable
 from core.settings import Settings
 from evals import cli as eval_cli
 from export import FORMATS, export_session
 from quire.api import Answer, Delta, Quire, Status, runtime_choices
+
+EXIT_NONE_READ = 1  # ingest: not one file could be read
+EXIT_ERROR = 2
+EXIT_SOME_FAILED = 3  # ingest: some files could not be read, the rest were
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,11 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command or "serve"
         return COMMANDS[command](settings, args)
     except QuireError as exc:
-        print(f"error: {exc.user_message()}", file=sys.stderr)
-        return 2
+        print(f"error: {printable(exc.user_message())}", file=sys.stderr)
+        return EXIT_ERROR
     except ValueError as exc:  # settings validation names the flag
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 
@@ -100,35 +108,45 @@ def _passwords(values: list[str]) -> dict[str, str] | str | None:
 
 def cmd_ingest(settings: Settings, args) -> int:
     def progress(event) -> None:
+        name = printable(event.name)  # a file name may hold "\r\x1b[2K": never let the terminal obey it
         if event.stage == "page" and event.total:
-            print(f"\r  {event.name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+            print(f"\r  {name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
         elif event.stage == "file":
-            print(f"[{event.done + 1}/{event.total}] {event.name}", file=sys.stderr, flush=True)
+            print(f"[{event.done + 1}/{event.total}] {name}", file=sys.stderr, flush=True)
         elif event.stage in ("done", "error"):
             print(f"\r[{event.done}/{event.total} files, {event.pages:,} pages, ~{event.tokens:,} tokens] "
-                  f"{event.name}\033[K", end="", file=sys.stderr, flush=True)
+                  f"{name}\033[K", end="", file=sys.stderr, flush=True)
 
     with Quire(settings) as q:
         results = q.ingest(args.session, args.paths, passwords=_passwords(args.password), progress=progress)
     print(file=sys.stderr)
     failed = 0
     for r in results:
-        if r.ok:
-            print(f"{r.status:9} {r.name}  {r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens")
+        name = printable(r.name)
+        size = f"{r.pages or ''}{' pages, ' if r.pages else ''}{r.segments} segments, ~{r.tokens} tokens"
+        if r.status == "added":
+            print(f"{r.status:9} {name}  {size}")
+        elif r.status == "duplicate":
+            print(f"{r.status:9} {name}: {r.message} ({size})")
         else:
             failed += 1
-            print(f"{r.status:9} {r.message}", file=sys.stderr)
-    return 1 if failed and failed == len(results) else 0
+            print(f"{r.status:9} {printable(r.message)}", file=sys.stderr)
+        for warning in r.warnings:
+            print(f"{'warning':>9} {name}: {printable(warning)}")
+    if not failed:
+        return 0
+    print(f"{failed} of {len(results)} files could not be read.", file=sys.stderr)
+    return EXIT_NONE_READ if failed == len(results) else EXIT_SOME_FAILED
 
 
 def cmd_ask(settings: Settings, args) -> int:
     with Quire(settings) as q, closing(q.ask(args.session, args.question)) as events:
         answer = None
         for event in events:
-            if isinstance(event, Delta):
-                print(event.text, end="", flush=True)
+            if isinstance(event, Delta):  # the model may copy control characters out of a document
+                print(printable(event.text, lines=True), end="", flush=True)
             elif isinstance(event, Status):
-                print(f"[{event.message}]", file=sys.stderr, flush=True)
+                print(f"[{printable(event.message)}]", file=sys.stderr, flush=True)
             elif isinstance(event, Answer):
                 answer = event
     print()
@@ -137,8 +155,9 @@ def cmd_ask(settings: Settings, args) -> int:
         print("\nCitations:")
         for c in turn.citations:
             where = c.locator.label()
-            print(f"  [{c.ref}] {c.document_name} {where} ({c.status}{', matched' if c.origin == 'matched' else ''})"
-                  + (f': "{c.quote[:160]}"' if c.quote else ""))
+            print(f"  [{c.ref}] {printable(c.document_name)} {printable(where)} "
+                  f"({c.status}{', matched' if c.origin == 'matched' else ''})"
+                  + (f': "{printable(c.quote[:160])}"' if c.quote else ""))
     m = turn.meta
     print(
         f"\n{turn.strategy}: saw {m.get('segments_used')}/{m.get('segments_total')} passages "
@@ -147,7 +166,7 @@ def cmd_ask(settings: Settings, args) -> int:
         file=sys.stderr,
     )
     for note in m.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {printable(str(note))}", file=sys.stderr)
     if args.json:
         print(json.dumps(asdict(turn), default=str, indent=2))
     return 0
@@ -156,7 +175,7 @@ def cmd_ask(settings: Settings, args) -> int:
 def cmd_export(settings: Settings, args) -> int:
     with Quire(settings) as q:
         for path in export_session(q, args.session, args.format, args.out):
-            print(path)
+            print(printable(str(path)))
     return 0
 
 
@@ -178,7 +197,10 @@ def cmd_documents(settings: Settings, args) -> int:
     for d, (_, tokens) in zip(docs, budget.documents):
         layers = {p.get("text_layer") for p in d.meta.get("pages", []) if isinstance(p, dict)} - {None}
         extra = f"\t{d.pages} pages ({'/'.join(sorted(layers))})" if d.pages else ""
-        print(f"{d.id}\t{d.kind}\t{d.name}{extra}\t{approx}{tokens} tokens")
+        print(f"{d.id}\t{d.kind}\t{printable(d.name)}{extra}\t{approx}{tokens} tokens"
+              + (f"\t⚠ {len(d.warnings)}" if d.warnings else ""))
+        for warning in d.warnings:
+            print(f"\twarning: {printable(warning)}")
     print(f"total {approx}{budget.total} tokens of a {budget.window}-token window "
           f"({budget.answer_reserve} kept for the answer): {'fits' if budget.fits else 'too big: focus will narrow it'}")
     return 0

@@ -225,3 +225,22 @@ def test_code_citations_get_a_line_label_and_no_annotated_copy(q, db, blobs, tmp
     text = out.read_text(encoding="utf-8")
     assert "pay.py, src/pay.py:12-30 - verified" in text
     assert "> def pay(amount): return amount \\* 2" in text  # segment text, trimmed to one line
+
+
+def test_control_characters_in_names_are_escaped_in_every_format(q, db, blobs, tmp_path):
+    info = repo.create_session(db, "names")
+    name = "minutes\r\x1b[2Kerror: disk full\u202etxt.pdf"
+    seg = _store_pdf(db, blobs, info.id, _pdf_bytes(), name, {2: SENTENCE})
+    locator = repo.get_segments(db, [seg[2]])[seg[2]].locator
+    cite = CitationRecord(ref="S1", segment_id=seg[2], document_name=name, locator=locator,
+                          quote=f"\x1b[31m{SENTENCE}", status="verified")
+    repo.save_turn(db, info.id, _turn(QUESTION, "Within thirty days [S1].", [cite]))
+    report = export.build_report(q, info)
+    markdown, page = export.render_markdown(report), export.render_html(report)
+    for text in (markdown, page):
+        assert not any(c in text for c in "\r\x1b\u202e")
+    assert "minutes\\\\r\\\\x1b\\[2Kerror: disk full\\\\u202etxt.pdf" in markdown  # shown as one backslash each
+    assert "minutes\\r\\x1b[2Kerror: disk full\\u202etxt.pdf" in page
+    pdf = pymupdf.open(export.render_pdf(report, tmp_path / "r.pdf"))
+    shown = "".join(page.get_text() for page in pdf)
+    assert "\x1b" not in shown and "\\x1b" in shown

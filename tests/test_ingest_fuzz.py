@@ -85,5 +85,7 @@ def test_mutated_inputs_end_cleanly(pipeline, tmp_path_factory, pdf, zipf, png, 
         orphans = s.execute(text("SELECT count(*) FROM segments WHERE document_id NOT IN (SELECT id FROM documents)")).scalar()
         assert orphans == 0
     for r in results:
-        if r.status == "added":
-            assert repo.get_document(db, r.document_id).segments == r.segments
+        if r.status in ("added", "duplicate"):  # never "added" with nothing read, and its damage is shown
+            stored = repo.get_document(db, r.document_id)
+            assert stored.segments == r.segments > 0
+            assert r.warnings == stored.warnings

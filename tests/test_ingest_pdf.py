@@ -14,6 +14,7 @@ import pytest
 from core.errors import CorruptFile, EmptyFile, EncryptedPdf, IngestError, WrongPassword
 from ingest.base import Progress
 from ingest.pdf import extract_pdf, password_variants
+from tests import hostile
 
 
 def _manifest(corpus: Path, kind: str) -> list[Path]:
@@ -150,6 +151,27 @@ def test_empty_and_non_pdf_files(tmp_path, ctx):
     junk.write_bytes(b"this is not a PDF at all\n" * 20)
     with pytest.raises(CorruptFile, match="junk.pdf"):
         extract_pdf(junk, ctx)
+
+
+def test_one_bad_page_costs_one_page(tmp_path, ctx):
+    """PyMuPDF raises a TypeError on page 2 (a warning about a broken resource it cannot pass on)."""
+    doc = extract_pdf(hostile.bad_resource_page(tmp_path / "bad-resource.pdf"), _no_ocr(ctx))
+    assert doc.pages == 2 and {s.locator.page for s in doc.segments} == {1}
+    assert "This is page 1" in _text(doc)
+    (warning,) = doc.meta["warnings"]
+    assert warning.startswith("page 2 could not be read (TypeError: in method 'll_fz_warn'") and "left out" in warning
+
+
+@pytest.mark.parametrize("how, pages, lost", [("short", 3, 2), ("count", 2, 3), ("missing", 3, 2), ("repeated", 3, 2)])
+def test_a_damaged_page_tree_is_reported(tmp_path, ctx, how, pages, lost):
+    doc = extract_pdf(hostile.damaged_tree(tmp_path / f"tree-{how}.pdf", how), _no_ocr(ctx))
+    assert doc.pages == pages and f"This is page {lost}" not in _text(doc)
+    assert any(w.startswith("The file's page tree is damaged") for w in doc.meta["warnings"]), doc.meta
+
+
+def test_an_intact_file_has_no_warnings(corpus, ctx):
+    doc = extract_pdf(corpus / "pdfs/py-pdf-sample-files/004-pdflatex-4-pages/pdflatex-4-pages.pdf", _no_ocr(ctx))
+    assert "warnings" not in doc.meta
 
 
 def test_scanned_page_is_read_by_ocr(corpus, ctx):

@@ -2,9 +2,13 @@
 
 import pymupdf
 
+from export import export_session
 from ingest.pipeline import Ingestor
+from quire.api import Quire
 from ingest.workers import WorkerPool
 from storage import repo
+from tests import hostile
+from ui import render
 
 
 def test_a_pdf_without_extension_is_read_by_its_content(settings, db, blobs, tmp_path):
@@ -46,3 +50,54 @@ def test_progress_counts_files_pages_and_tokens_across_workers(settings, db, blo
     assert finished[-1].pages == sum(r.pages for r in results if r.status == "added") == 18
     assert finished[-1].tokens == sum(r.tokens for r in results if r.status == "added") > 10_000
     assert any(e.stage == "page" and e.name == "tracemonkey.pdf" and e.done == e.total == 14 for e in events)
+
+
+def test_a_pdf_whose_only_page_is_a_bomb_is_not_readable_and_not_added(settings, db, blobs, tmp_path):
+    bomb = hostile.bomb_page(tmp_path / "bomb_giant.pdf")
+    session = repo.create_session(db, "s")
+    (result,) = Ingestor(settings.replace(workers=1, ocr=False), db, blobs).ingest(session.id, [bomb])
+    assert result.status == "error" and not result.ok
+    assert result.message.startswith("bomb_giant.pdf: is not readable: no text or image could be read from its one page.")
+    assert repo.session_documents(db, session.id) == []
+
+
+def test_warnings_reach_the_result_the_api_the_ui_and_the_report(settings, tmp_path):
+    pdf = hostile.bad_resource_page(tmp_path / "bad-resource.pdf")
+    with Quire(settings.replace(workers=1, ocr=False)) as q:
+        (result,) = q.ingest("s", [pdf])
+        assert result.status == "added" and result.warnings == [
+            "page 2 could not be read (TypeError: in method 'll_fz_warn', argument 1 of type 'char const *'); "
+            "it was left out."]
+        (doc,) = q.documents("s")
+        assert doc.warnings == result.warnings
+        (again,) = q.ingest("s", [pdf])
+        assert again.status == "duplicate" and again.message == "already in the session"
+        assert again.warnings == result.warnings
+        row = render.document_rows([doc])[0]
+        assert row[-1].startswith("⚠ page 2 could not be read (TypeError")
+        assert "⚠ **bad-resource.pdf**: added" in render.ingest_report([result])
+        assert "page 2 could not be read" in render.ingest_report([again])
+        paths = {p.suffix: p for fmt in ("md", "html") for p in export_session(q, "s", fmt, tmp_path / f"report.{fmt}")}
+    assert "\n  - ⚠ page 2 could not be read (TypeError: in method 'll\\_fz\\_warn'" in paths[".md"].read_text()
+    assert "⚠ page 2 could not be read (TypeError: in method &#x27;ll_fz_warn&#x27;" in paths[".html"].read_text()
+
+
+def test_a_folder_read_again_unchanged_is_already_in_the_session(settings, db, blobs, tmp_path):
+    tree = tmp_path / "proj"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg" / "mod.py").write_text("def f(x):\n    return x + 1\n")
+    session = repo.create_session(db, "s")
+    ingestor = Ingestor(settings.replace(workers=1), db, blobs)
+    (first,) = ingestor.ingest(session.id, [tree])
+    (second,) = ingestor.ingest(session.id, [tree])
+    assert first.status == "added"
+    assert second.status == "duplicate" and second.message == "already in the session"
+    assert second.document_id == first.document_id and len(repo.session_documents(db, session.id)) == 1
+
+
+def test_a_repaired_file_says_so(settings, db, blobs, corpus):
+    session = repo.create_session(db, "s")
+    (result,) = Ingestor(settings.replace(workers=1, ocr=False), db, blobs).ingest(
+        session.id, [corpus / "pdfs/pdfjs/helloworld-bad.pdf"])
+    assert result.status == "added"
+    assert result.warnings == ["The file was damaged; MuPDF repaired it. Check the page images against the text."]

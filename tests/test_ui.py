@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from contextlib import contextmanager
@@ -116,10 +117,29 @@ def test_document_rows_summarise_text_layer(settings):
         seed_pdf(q, "s")
         seed_text(q, "s")
         rows = render.document_rows(q.documents("s"))
-    assert rows[0] == ["contract.pdf", "pdf", 1, 1, 12, "native"]
-    assert rows[1][:2] == ["memo.txt", "text"] and rows[1][5] == ""
+    assert rows[0] == ["contract.pdf", "pdf", 1, 1, 12, "native", ""]
+    assert rows[1][:2] == ["memo.txt", "text"] and rows[1][5] == "" and rows[1][6] == ""
     mixed = {"pages": [{"text_layer": "native"}, {"text_layer": "ocr"}, {"text_layer": "native"}]}
     assert render.text_layer(mixed) == "native 2, ocr 1"
+
+
+def test_control_characters_in_names_are_escaped_in_the_ui(settings):
+    from ingest.jobs import IngestResult
+
+    name = "minutes\r\x1b[2Kerror: disk full\u202etxt.pdf"
+    with Quire(settings) as q:
+        seed_text(q, "s", name=name)
+        rows = render.document_rows(q.documents("s"))
+    plain = [rows[0][0], render.citation_rows([CitationRecord(
+        ref="S1", segment_id=1, document_name=name, locator=Locator(path=name, line_start=1), quote="q",
+        status="verified")])[0][1]]
+    markdown = [render.ingest_report([IngestResult(name, "added", 1, 10, 1, 1)]), render.md_escape(name)]
+    for text in plain + markdown:
+        assert not any(c in text for c in "\r\x1b\u202e"), repr(text)
+    for text in plain:  # a table cell shows text as it is
+        assert "\\r\\x1b[2K" in text and "\\u202etxt" in text
+    for text in markdown:  # Markdown shows an escaped backslash as one
+        assert "\\\\r\\\\x1b\\[2K" in text and "\\\\u202etxt" in text
 
 
 def test_answer_markdown_escapes_document_text_and_shows_meta():
@@ -289,6 +309,46 @@ def client(server):
     from gradio_client import Client
 
     return Client(server[0], verbose=False)
+
+
+def test_the_server_answers_only_to_the_names_it_serves(server):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 must not reach the UI."""
+    url, _ = server
+    port = url.rstrip("/").rsplit(":", 1)[1]
+
+    def status(host: str, path: str = "") -> int:
+        request = urllib.request.Request(url + path, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+        assert status(name) == 200, name
+    for name in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        assert status(name) == 400, name
+        assert status(name, "gradio_api/info") == 400, name
+
+
+def test_allowed_hosts_add_names_and_star_allows_any(tmp_path):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from ui.app import HostAllowList, allowed_hosts, host_name
+
+    assert host_name("[::1]:7860") == "::1" and host_name("Quire.LAN.:80") == "quire.lan" and host_name("::1") == "::1"
+    names = allowed_hosts(Settings(home=tmp_path, host="0.0.0.0", allowed_hosts="quire.lan, 192.168.1.20"))
+    assert names == {"localhost", "127.0.0.1", "::1", "quire.lan", "192.168.1.20"}
+    assert "box.local" in allowed_hosts(Settings(home=tmp_path, host="box.local"))
+    inner = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    client = TestClient(HostAllowList(inner, names))
+    assert client.get("/", headers={"Host": "quire.lan:7860"}).text == "ok"
+    assert client.get("/", headers={"Host": "other.lan"}).status_code == 400
+    anyone = TestClient(HostAllowList(inner, {"*"}))
+    assert anyone.get("/", headers={"Host": "other.lan"}).text == "ok"
 
 
 def _message_text(message) -> str:

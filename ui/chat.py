@@ -7,7 +7,7 @@ from contextlib import closing
 
 import gradio as gr
 
-from core.errors import QuireError
+from core.errors import QuireError, printable
 from core.records import CitationRecord, SessionRecord, TurnRecord
 from quire.api import STRATEGIES, Answer, Delta, Quire, Status
 from ui import render
@@ -15,6 +15,7 @@ from ui.errors import user_errors
 from ui.viewer import Viewer
 
 STREAM_EVERY_S = 0.05  # at most ~20 screen updates a second while an answer streams
+ASKERS_AT_ONCE = 16  # questions handled at once: one holds the model, the others wait in line and say where they stand
 CURSOR = " ▍"
 
 
@@ -59,7 +60,8 @@ class ChatTab:
         info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
         for note in turn.meta.get("notes") or []:
             info += f"  \n_{render.md_escape(str(note))}_"
-        choices = [(f"{c.ref} · {c.document_name} · {c.locator.place()}", i) for i, c in enumerate(citations)]
+        choices = [(f"{c.ref} · {printable(c.document_name)} · {printable(c.locator.place())}", i)
+                   for i, c in enumerate(citations)]
         return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors
@@ -157,8 +159,10 @@ class ChatTab:
         viewer = [title, image, code]
         outputs = [chatbot, question, *turn_view]
         asked = [
-            ask.click(self.ask, [session, question, strategy], outputs, api_name="ask", concurrency_limit=1,
-                      concurrency_id="model"),
+            # Askers wait in Quire's own line, which tells each its place and expected wait in the chat;
+            # past ASKERS_AT_ONCE, Gradio's queue holds the rest (and shows its own place and estimate).
+            ask.click(self.ask, [session, question, strategy], outputs, api_name="ask",
+                      concurrency_limit=ASKERS_AT_ONCE, concurrency_id="model"),
             question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
                             concurrency_id="model"),
         ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.errors import QuireError
+from core.errors import QuireError, printable
 from quire.api import Progress, Quire
 from ui import render
 from ui.errors import user_errors
@@ -23,14 +23,15 @@ def progress_reporter(progress: gr.Progress, files: int):
     position = {"file": 0}
 
     def report(event: Progress) -> None:
+        name = printable(event.name)
         if event.stage == "file":
             position["file"] = event.done
-            progress(event.done / max(files, 1), desc=f"Reading {event.name} ({event.done + 1}/{files})")
+            progress(event.done / max(files, 1), desc=f"Reading {name} ({event.done + 1}/{files})")
         elif event.stage == "page" and event.total:
             share = (position["file"] + event.done / event.total) / max(files, 1)
-            progress(min(share, 1.0), desc=f"{event.name}: page {event.done}/{event.total}")
+            progress(min(share, 1.0), desc=f"{name}: page {event.done}/{event.total}")
         elif event.stage in ("done", "error"):
-            progress(event.done / max(files, 1), desc=f"Finished {event.name}: {event.done}/{files} files, "
+            progress(event.done / max(files, 1), desc=f"Finished {name}: {event.done}/{files} files, "
                                                       f"{event.pages:,} pages, ~{event.tokens:,} tokens so far")
 
     return report
@@ -56,7 +57,7 @@ class DocumentsTab:
         docs, budget = self._documents(session)
         rows = render.document_rows(docs)
         gauge = render.gauge_html(budget) if budget else ""
-        choices = [(f"{d.name} ({d.kind})", d.id) for d in docs]
+        choices = [(f"{printable(d.name)} ({d.kind})", d.id) for d in docs]
         return rows, gauge, gr.update(choices=choices, value=None)
 
     @user_errors
@@ -126,8 +127,8 @@ class DocumentsTab:
             retry = gr.Button("Retry", scale=0, min_width=90)
         gauge = gr.HTML(elem_id="token-gauge")
         table = gr.Dataframe(
-            headers=render.DOCUMENT_HEADERS, datatype=["str", "str", "number", "number", "number", "str"],
-            label="Documents in this session", interactive=False, wrap=True, column_count=6,
+            headers=render.DOCUMENT_HEADERS, datatype=["str", "str", "number", "number", "number", "str", "str"],
+            label="Documents in this session", interactive=False, wrap=True, column_count=7,
         )
         with gr.Row(equal_height=True):
             pick = gr.Dropdown(label="Document", choices=[], scale=4, allow_custom_value=True,

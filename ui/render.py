@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
+from core.errors import printable
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~$!^])")
 _MD_LINE_START = re.compile(r"^(\s*\d*)([-+=.)])", re.MULTILINE)
 
@@ -21,19 +23,21 @@ STATUS_BADGES = {
     "missing": "✗ missing",
 }
 
-DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer"]
+DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer", "Warnings"]
+WARNING = "⚠"
 CITATION_HEADERS = ["Ref", "Document", "Location", "Status", "Quote"]
 
 
 def md_escape(text: str) -> str:
-    """Text shown literally by a Markdown renderer: no markup, links, HTML or math survive."""
-    escaped = _MD_SPECIAL.sub(r"\\\1", text or "")
+    """Text shown literally by a Markdown renderer: no markup, links, HTML or math survive, and no
+    control character or direction mark (written as its escape)."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", printable(text, lines=True))
     escaped = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
     return html.escape(escaped, quote=True)
 
 
 def shorten(text: str, limit: int = 220) -> str:
-    text = " ".join((text or "").split())
+    text = " ".join(printable(text, lines=True).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -65,7 +69,13 @@ def _layer_name(value: Any) -> str:
 
 
 def document_rows(docs: Iterable) -> list[list[Any]]:
-    return [[d.name, d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta)] for d in docs]
+    return [[printable(d.name), d.kind, d.pages or "", d.segments, d.tokens, text_layer(d.meta), warnings_cell(d.warnings)]
+            for d in docs]
+
+
+def warnings_cell(warnings: list[str]) -> str:
+    """A warning mark with what went wrong, or nothing."""
+    return f"{WARNING} " + " ".join(printable(w).rstrip(".") + "." for w in warnings) if warnings else ""
 
 
 def gauge_html(budget) -> str:
@@ -101,11 +111,14 @@ def plural(n: int, word: str) -> str:
 def ingest_report(results: Iterable) -> str:
     lines = []
     for r in results:
+        warned = f" {md_escape(warnings_cell(r.warnings))}" if r.warnings else ""
         if r.status == "added":
             size = f"{plural(r.pages, 'page')}, " if r.pages else ""
-            lines.append(f"- ✓ **{md_escape(r.name)}**: added ({size}{plural(r.segments, 'segment')}, ~{r.tokens:,} tokens)")
+            mark = WARNING if r.warnings else "✓"
+            lines.append(f"- {mark} **{md_escape(r.name)}**: added ({size}{plural(r.segments, 'segment')}, "
+                         f"~{r.tokens:,} tokens){warned}")
         elif r.status == "duplicate":
-            lines.append(f"- = **{md_escape(r.name)}**: {md_escape(r.message or 'already stored')}")
+            lines.append(f"- = **{md_escape(r.name)}**: {md_escape(r.message or 'already stored')}{warned}")
         elif r.status == "cancelled":
             lines.append(f"- ■ **{md_escape(r.name)}**: cancelled")
         else:
@@ -116,7 +129,8 @@ def ingest_report(results: Iterable) -> str:
 # -- answers -------------------------------------------------------------------
 def citation_rows(citations: Iterable) -> list[list[str]]:
     return [
-        [c.ref, c.document_name, c.locator.place(), badge(c.status, c.origin), shorten(c.quote, 300)]
+        [c.ref, printable(c.document_name), printable(c.locator.place()), badge(c.status, c.origin),
+         shorten(c.quote, 300)]
         for c in citations
     ]
 
