@@ -53,6 +53,9 @@ class Settings:
     max_answer_tokens: int = _opt(384, "Most tokens an answer may have.")
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.")
     seed: int = _opt(0, "Sampling seed.")
+    repeat_penalty: float = _opt(
+        0.0, "Repetition penalty (1 is none); 0 takes the runtime's own (1.1 for the bundled SmolLM2, else 1)."
+    )
     threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
     strategy: str = _opt(
         "auto",

@@ -133,11 +133,13 @@ def cmd_ask(settings: Settings, args) -> int:
                 answer = event
     print()
     turn = answer.turn
+    if turn.warning:
+        print(f"\nWARNING: {turn.warning}")
     if turn.citations:
         print("\nCitations:")
         for c in turn.citations:
             where = c.locator.label()
-            print(f"  [{c.ref}] {c.document_name} {where} ({c.status}{', matched' if c.origin == 'matched' else ''})"
+            print(f"  [{c.ref}] {c.document_name} {where} ({c.status_words})"
                   + (f': "{c.quote[:160]}"' if c.quote else ""))
     m = turn.meta
     print(
