@@ -32,6 +32,7 @@ from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
+from backend.expansion import expand
 from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.repetition import generate_guarded, kept_text
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
@@ -292,7 +293,7 @@ class Quire:
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
             strategy="auto" if strategy == "sweep" else strategy,  # sweep is run by ask(), not assembled
-            rank=lambda q: [sid for sid, _ in self.search(info, q, limit=500)],
+            rank=lambda q: [sid for sid, _ in self.search(info, expand(q), limit=500)],
             counter=self._counter(rt),
             image_path=self.image,
         )
@@ -350,7 +351,7 @@ class Quire:
         answer = kept_text("".join(parts), usage).strip()
         checked = citations.check(answer, ctx.refs, question)
         support = citations.verdict(checked.citations, ctx.refs, question)
-        ranked = [sid for sid, _ in self.search(info, question, limit=50)]
+        ranked = [sid for sid, _ in self.search(info, expand(question), limit=50)]
         meta = ctx.metadata() | {
             "evidence": top_passages(question, ctx.refs, checked.citations, ranked),
             "unknown_refs": checked.unknown_refs,

@@ -39,3 +39,12 @@ def test_focus_is_measured_on_a_real_contract(settings, corpus):
     assert len(rows) == 4 and all(r["narrowed"] and 0 < r["share_seen"] < 0.5 for r in rows)
     summary = evidence.summary(rows)["cuad"]
     assert summary["questions"] == 4 and 0 <= summary["recall"] <= 1
+
+
+def test_a_financial_question_is_expanded_with_the_words_statements_use():
+    from backend.expansion import expand
+
+    q = "What is the FY2018 capex for 3M, from the cash flow statement?"
+    assert expand(q).startswith(q)
+    assert "purchases of property plant equipment" in expand(q) and "operating activities" in expand(q)
+    assert expand("Which state's law governs the contract?") == "Which state's law governs the contract?"
