@@ -349,11 +349,13 @@ class Quire:
                     else:
                         usage = event
         answer = kept_text("".join(parts), usage).strip()
+        checking = time.perf_counter()
         checked = citations.check(answer, ctx.refs, question)
         support = citations.verdict(checked.citations, ctx.refs, question)
         ranked = [sid for sid, _ in self.search(info, expand(question), limit=50)]
         meta = ctx.metadata() | {
             "evidence": top_passages(question, ctx.refs, checked.citations, ranked),
+            "checks_s": round(time.perf_counter() - checking, 4),  # citations, verdict and evidence: their cost
             "unknown_refs": checked.unknown_refs,
             "support": support,  # verified | unsupported | no_evidence
             "warning": citations.WARNINGS.get(support, ""),
