@@ -52,6 +52,7 @@ class GenerateOptions:
     temperature: float = 0.0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    repeat_penalty: float = 1.0  # 1.0: none; runtimes pass it to their sampler (llama.cpp repeat_penalty, SGLang repetition_penalty)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Runtime(abc.ABC):
     supports_images: bool = False  # may be set per instance: it can depend on the model
     DEFAULT_WINDOW: ClassVar[int] = DEFAULT_WINDOW  # the window before the runtime has started and can say
     prefix_cache: ClassVar[bool] = False
+    default_repeat_penalty: ClassVar[float] = 1.0  # what suits the runtime's model when --repeat-penalty is 0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

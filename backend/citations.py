@@ -1,13 +1,21 @@
 """Turning an answer's ``[S12]`` markers into checked citations.
 
-Each cited id is resolved to the segment that was shown to the model; an id
-that was not shown is kept as ``missing`` (and flagged). Each citation is
-checked against its source: a quoted passage must appear in the segment text
-(whitespace and case normalised, tolerant of small differences), otherwise the
-claim's sentence must share most of its content words with the segment.
-When the model cites nothing usable, the answer is matched against the
-passages it saw, and the best supported passage is attached as a ``matched``
-citation, so every answer still points at something a user can check.
+Each cited id is resolved to the segment that was shown to the model. Four statuses (in words:
+``core.records.CITATION_STATUSES``):
+
+- ``verified``: the quote is in the cited passage (whitespace and case normalised, tolerant of
+  small differences) *and* the sentence it is attached to is supported: at least
+  :data:`CLAIM_SUPPORT` of the claim's own content words (those outside the quote, stemmed) are in
+  the passage, and the passage shares a content word with the question. A citation without a quote
+  is verified when :data:`CLAIM_SUPPORT_UNQUOTED` of the claim's words are in the passage.
+- ``quoted``: the quote is in the passage, but the claim or the question is not about it (a
+  true sentence from an unrelated page, cited for an invented answer).
+- ``unverified``: the quote is not in the passage (or, with no quote, the passage does not carry the claim).
+- ``missing``: the cited id was not shown to the model.
+
+When the model cites nothing usable, the answer is matched against the passages it saw, and the
+best supported passage is attached as a ``matched`` citation, so every answer still points at
+something a user can check. :func:`verdict` says whether the answer as a whole is supported.
 """
 
 from __future__ import annotations
@@ -26,8 +34,17 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _COMMON = frozenset(
     "the a an and or of to in on for with is are was were be been by as at from that this it its which who "
-    "not no yes has have had do does did will would can could may might shall should than then there their".split()
+    "not no yes has have had do does did will would can could may might shall should than then there their "
+    "what when where whom whose why how these those any some such".split()
 )
+_GENERIC = frozenset("contract agreement document documents passage passages say says said tell".split())  # in any question
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "edly", "ed", "es", "s", "ly", "ments", "ment")
+
+CLAIM_SUPPORT = 0.5  # share of the claim's words (outside its quote) the passage must hold
+AROUND = 100  # characters each side of a quote that say what it is about ("... (the 'Effective Date')")
+CLAIM_SUPPORT_UNQUOTED = 0.6  # the same for a claim that quotes nothing
+UNSUPPORTED = "Not supported by the documents — check the passages below."
+NO_EVIDENCE = "The documents shown to the model do not contain this: none of the passages it saw is about the question."
 
 
 @dataclass
@@ -62,6 +79,46 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _COMMON and (len(w) > 2 or w.isdigit())}
 
 
+def stem(word: str) -> str:
+    """A crude English stem, enough to match terminate/terminated/termination and law/laws."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:6]
+
+
+def stems(text: str) -> set[str]:
+    """Stemmed content words, less the words any question or answer about documents uses ("contract", "says")."""
+    return {stem(w) for w in content_words(text) if w not in _GENERIC}
+
+
+def stem_support(claim: str, source: str) -> float:
+    """Share of the claim's stemmed content words found in the source (0..1; 1 when the claim has none)."""
+    words = stems(claim)
+    return 1.0 if not words else len(words & stems(source)) / len(words)
+
+
+def numbers_in(claim: str, source: str) -> bool:
+    """Whether every number the claim states is in the source (a wrong figure is a wrong claim)."""
+    return {w for w in _WORD.findall(claim) if w.isdigit()} <= {w for w in _WORD.findall(source) if w.isdigit()}
+
+
+def around(quote: str, source: str, reach: int = AROUND) -> str:
+    """The quote's surroundings in the source: ``reach`` characters each side of where it is (all when not found exactly)."""
+    q, s = normalise(quote), normalise(source)
+    at = s.find(q)
+    if at == -1:
+        return source if len(source) <= 2 * reach + len(quote) else ""
+    return s[max(0, at - reach): at + len(q) + reach]
+
+
+def on_topic(question: str, source: str) -> bool:
+    """Whether the source shares a content word with the question (always, when there is no question)."""
+    words = stems(question)
+    return not words or bool(words & stems(source))
+
+
 def support(claim: str, source: str) -> float:
     """Share of the claim's content words found in the source (0..1)."""
     words = content_words(claim)
@@ -79,14 +136,31 @@ def parse_refs(answer: str) -> list[tuple[str, int, int]]:
     return found
 
 
+_QUOTE_MARKS = '"“”'
+
+
 def _sentence_around(answer: str, start: int, end: int) -> str:
-    left = max(answer.rfind(".", 0, start), answer.rfind("\n", 0, start)) + 1
-    right_candidates = [i for i in (answer.find(".", end), answer.find("\n", end)) if i != -1]
-    right = min(right_candidates) if right_candidates else len(answer)
+    """The sentence (or line) holding the marker at ``start:end``; a full stop inside a quote does not end it."""
+    left = 0
+    for i in range(start - 1, -1, -1):
+        if answer[i] == "\n" or (answer[i] == "." and _even_quotes(answer[i:start])):
+            left = i + 1
+            break
+    right = len(answer)
+    for i in range(end, len(answer)):
+        if answer[i] == "\n" or (answer[i] == "." and _even_quotes(answer[end:i])):
+            right = i
+            break
     return answer[left:right]
 
 
-def check(answer: str, shown: Mapping[str, SegmentRecord]) -> CheckedAnswer:
+def _even_quotes(text: str) -> bool:
+    return sum(text.count(m) for m in _QUOTE_MARKS) % 2 == 0
+
+
+def check(answer: str, shown: Mapping[str, SegmentRecord], question: str = "") -> CheckedAnswer:
+    """The answer's citations, checked against the passages shown; ``question`` lets a check see
+    whether a passage is about what was asked."""
     citations: list[CitationRecord] = []
     unknown: list[str] = []
     seen: set[str] = set()
@@ -102,28 +176,49 @@ def check(answer: str, shown: Mapping[str, SegmentRecord]) -> CheckedAnswer:
             quote = quotes[0] if quotes else ""
             citations.append(CitationRecord(ref=ref, segment_id=None, document_name="", quote=quote, status="missing"))
             continue
-        citations.append(_checked(ref, seg, claim, quotes, origin="model"))
+        citations.append(_checked(ref, seg, claim, quotes, question, origin="model"))
     if not any(c.status != "missing" for c in citations):
-        matched = match_answer(answer, shown)
+        matched = match_answer(answer, shown, question)
         if matched is not None:
             citations.append(matched)
     return CheckedAnswer(citations, unknown)
 
 
-def _checked(ref: str, seg: SegmentRecord, claim: str, quotes: list[str], origin: str) -> CitationRecord:
+def _checked(ref: str, seg: SegmentRecord, claim: str, quotes: list[str], question: str,
+             origin: str) -> CitationRecord:
+    claim_text = _REF.sub(" ", claim)
     if quotes:
         good = [q for q in quotes if quote_in_source(q, seg.text)]
-        status = "verified" if good else "unverified"
         quote = good[0] if good else quotes[0]
+        if not good:
+            status = "unverified"
+        else:
+            own_words = _QUOTE.sub(" ", claim_text)  # the claim's own words, outside its quotes
+            supported = (stem_support(own_words, seg.text) >= CLAIM_SUPPORT and numbers_in(own_words, seg.text)
+                         and on_topic(question, claim_text + " " + around(good[0], seg.text)))
+            status = "verified" if supported else "quoted"
     else:
-        claim_text = _REF.sub(" ", claim)
-        status = "verified" if support(claim_text, seg.text) >= 0.6 else "unverified"
+        supported = support(claim_text, seg.text) >= CLAIM_SUPPORT_UNQUOTED and on_topic(question, seg.text)
+        status = "verified" if supported else "unverified"
         quote = best_passage(claim_text, seg.text)
     return CitationRecord(ref=ref, segment_id=seg.id, document_name=seg.document_name, locator=seg.locator, quote=quote,
                           status=status, origin=origin)
 
 
-def match_answer(answer: str, shown: Mapping[str, SegmentRecord]) -> CitationRecord | None:
+def verdict(cited: list[CitationRecord], shown: Mapping[str, SegmentRecord], question: str) -> str:
+    """``verified`` when a citation is verified; else ``no_evidence`` when no passage shown is about the
+    question, else ``unsupported``. The last two carry a warning (:data:`WARNINGS`)."""
+    if any(c.status == "verified" for c in cited):
+        return "verified"
+    if question and not any(on_topic(question, seg.text) for seg in shown.values() if seg.kind == "text"):
+        return "no_evidence"
+    return "unsupported"
+
+
+WARNINGS = {"unsupported": UNSUPPORTED, "no_evidence": NO_EVIDENCE}
+
+
+def match_answer(answer: str, shown: Mapping[str, SegmentRecord], question: str = "") -> CitationRecord | None:
     """The shown passage that best supports the answer, if any supports it well."""
     claim = _REF.sub(" ", answer)
     best: tuple[float, str] | None = None
@@ -137,7 +232,8 @@ def match_answer(answer: str, shown: Mapping[str, SegmentRecord]) -> CitationRec
         return None
     seg = shown[best[1]]
     quote = best_passage(claim, seg.text)
-    status = "verified" if support(claim, seg.text) >= 0.6 else "unverified"
+    supported = support(claim, seg.text) >= CLAIM_SUPPORT_UNQUOTED and on_topic(question, seg.text)
+    status = "verified" if supported else "unverified"
     return CitationRecord(ref=best[1], segment_id=seg.id, document_name=seg.document_name, locator=seg.locator,
                           quote=quote, status=status, origin="matched")
 

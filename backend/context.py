@@ -33,6 +33,12 @@ SYSTEM_PROMPT = (
 )
 
 Ranker = Callable[[str], Sequence[int]]  # question -> segment ids, best first
+# Only the best-ranked passages bring their neighbours: neighbours of every hit spent the budget on
+# context rather than on further hits. `app.py eval evidence` at 8K, evidence recall FinanceBench / CUAD:
+# before (neighbours of every hit, no expansion) 39.7% / 90.8%; with backend.expansion, neighbours of every hit
+# 41.3% / 90.4%, of none 44.4% / 91.5%, of the best 5 44.4% / 91.8%, of the best 10 41.3% / 90.8%;
+# the best 5 without expansion 42.9% / 91.8%.
+NEIGHBOURED = 5
 
 
 @dataclass
@@ -297,13 +303,14 @@ def _focus(
         used += cost
         return True
 
+    top = set(ranked[:NEIGHBOURED])
     for i in order:
         if not take(i):
             if used >= budget * 0.97:
                 break
             continue  # a big segment did not fit; smaller ones may
-        if i in seen_rank:
-            for j in (i - 1, i + 1):  # neighbours give the passage its context
+        if i in top:
+            for j in (i - 1, i + 1):  # neighbours give the best passages their context
                 if 0 <= j < len(segments) and segments[j].document_id == segments[i].document_id:
                     take(j)
     return sorted(chosen)

@@ -153,6 +153,7 @@ class Worker:
             for chunk in llm.create_completion(
                 prompt=tokens, max_tokens=options["max_tokens"], temperature=options["temperature"],
                 seed=options["seed"], stop=options.get("stop") or None, stream=True,
+                repeat_penalty=options.get("repeat_penalty", 1.0),
             ):
                 if self.cancelled.is_set():
                     finish = "cancelled"

@@ -260,6 +260,8 @@ class OpenAIRuntime(Runtime):
         }
         if options.stop:
             body["stop"] = options.stop
+        if options.repeat_penalty != 1.0:  # SGLang's and vLLM's sampling parameter (not in OpenAI's own API)
+            body["repetition_penalty"] = options.repeat_penalty
         state = StreamState()
         started = time.perf_counter()
         ttft = 0.0

@@ -194,6 +194,8 @@ class SGLangRuntime(Runtime):
         }
         if options.stop:
             sampling["stop"] = list(options.stop)
+        if options.repeat_penalty != 1.0:
+            sampling["repetition_penalty"] = options.repeat_penalty
         with self._lock:
             self.start()
             started = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 from backend import citations
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, fitting, neutralise, ref_id, render_segment
+from backend.repetition import generate_guarded, kept_text
 from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
@@ -81,19 +82,36 @@ def map_prompt(segments: Sequence[SegmentRecord], shard: list[int], question: st
     return Prompt(SYSTEM_PROMPT, parts), refs
 
 
-def findings_from(answer: str, refs: dict[str, SegmentRecord]) -> list[str]:
-    """Lines of a map answer that cite a passage of the shard (or are supported by one)."""
+def findings_from(answer: str, refs: dict[str, SegmentRecord], question: str = "") -> list[str]:
+    """Lines of a map answer that cite a passage of the shard (or are supported by one).
+
+    A line whose quotes are all true but beside the point (``quoted``: a sentence of an unrelated
+    page) is not a finding; neither is a line that only repeats an earlier one.
+    """
     out = []
     for line in answer.splitlines():
         line = line.strip().lstrip("-*• ").strip()
         if not line or line.upper().startswith("NONE"):
             continue
-        checked = citations.check(line, refs)
-        good = [c for c in checked.citations if c.status != "missing"]
+        checked = citations.check(line, refs, question)
+        good = [c for c in checked.citations if c.status in ("verified", "unverified")]
         if not good:
             continue
         ids = "".join(f"[{c.ref}]" for c in good if f"[{c.ref}]" not in line)
         out.append(f"- {line} {ids}".rstrip())
+    return dedupe(out)
+
+
+def dedupe(findings: Sequence[str]) -> list[str]:
+    """Findings in order, each once: lines that differ only in case, punctuation or spacing are one finding
+    (the same words citing another passage are another finding: the same clause in two contracts)."""
+    seen: set[str] = set()
+    out = []
+    for line in findings:
+        key = citations.normalise(line)
+        if key not in seen:
+            seen.add(key)
+            out.append(line)
     return out
 
 
@@ -109,7 +127,6 @@ def run_sweep(
     shards = make_shards(segments, counter, int(map_budget * 0.97))
     findings: list[str] = []
     usages: list[Usage] = []
-    all_refs: dict[str, SegmentRecord] = {}
     queue = list(shards)
     n = 0
     while queue:
@@ -121,14 +138,10 @@ def run_sweep(
             continue
         n += 1
         yield Status(f"Reading part {n} of {n + len(queue)}", n - 1, n + len(queue))
-        text, usage = _collect(runtime.generate(prompt, options))
+        text, usage = _collect(generate_guarded(runtime, prompt, options))
         usages.append(usage)
-        found = findings_from(text, refs)
-        findings.extend(found)
-        for line in found:
-            for ref, _, _ in citations.parse_refs(line):
-                if ref in refs:
-                    all_refs[ref] = refs[ref]
+        found = findings_from(text, refs, question)
+        findings = dedupe(findings + found)
     yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
@@ -140,15 +153,16 @@ def run_sweep(
         [Part("text", f"<findings>\n{body}\n</findings>\n\nQuestion: {question.strip()}\nAnswer:")],
     )
     final = Usage()
-    for event in runtime.generate(prompt, options):
+    for event in generate_guarded(runtime, prompt, options):
         if isinstance(event, Delta):
             yield event
         else:
             final = event
     total_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(segments))
     notes = [f"Swept {n} parts; {len(findings)} findings" + (f", {len(findings) - len(kept)} dropped to fit the reduce pass" if len(kept) < len(findings) else "")]
+    # Every passage was read by a map pass: the answer's citations (and the matched fallback) resolve against all.
     ctx = AssembledContext(
-        prompt=prompt, refs=all_refs, strategy="sweep", tokens_total=total_tokens, tokens_used=total_tokens,
+        prompt=prompt, refs={ref_id(i): s for i, s in enumerate(segments)}, strategy="sweep", tokens_total=total_tokens, tokens_used=total_tokens,
         segments_total=len(segments), segments_used=len(segments), budget=map_budget, notes=notes,
     )
     combined = Usage(
@@ -168,6 +182,7 @@ def run_sweep(
             ],
             "reduce_pass": {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
                             "ttft_s": round(final.ttft_s, 4), "total_s": round(final.total_s, 4)},
+            **final.details,  # kept_text, when the loop guard cut the reduce pass
         },
     )
     yield SweepResult(ctx, combined, findings, usages)
@@ -180,4 +195,4 @@ def _collect(events) -> tuple[str, Usage]:
             parts.append(event.text)
         else:
             usage = event
-    return "".join(parts), usage
+    return kept_text("".join(parts), usage), usage

@@ -7,3 +7,11 @@ evaluation runs) and ``tokens`` (the model-independent token estimate). Modules 
 the standard library and small third-party packages only, never ``storage``, ``ingest``,
 ``backend``, ``quire`` or a front end.
 """
+
+import os
+
+# onnxruntime (imported by PyMuPDF's layout module on `import pymupdf`, and by RapidOCR) writes a device
+# id and a telemetry database under ~/.cache/Microsoft on every run, unless this is set before it is
+# first imported; Quire keeps nothing outside its data directory. Set here, in the package every layer
+# imports first (worker processes import it too, and inherit it), so that it comes before any such import.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"

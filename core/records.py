@@ -68,6 +68,14 @@ class SegmentRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+CITATION_STATUSES = {  # status -> what it means, in words (UI, CLI, API and reports show these)
+    "verified": "verified: the quote is in the passage and supports the claim",
+    "quoted": "quoted only: the words are in the passage but do not support the claim",
+    "unverified": "unverified: the quote was not found in the passage",
+    "missing": "missing: no passage has this id",
+}
+
+
 @dataclass(kw_only=True)
 class CitationRecord:
     """One cited passage of an answer (table ``citations``), checked against its source."""
@@ -77,8 +85,14 @@ class CitationRecord:
     document_name: str
     locator: Locator = field(default_factory=Locator)
     quote: str = ""
-    status: str = "unverified"  # verified | unverified | missing
+    status: str = "unverified"  # a key of CITATION_STATUSES
     origin: str = "model"  # model | matched
+
+    @property
+    def status_words(self) -> str:
+        """The status in words, with how the passage was found."""
+        words = CITATION_STATUSES.get(self.status, self.status)
+        return words + (" (the answer cited nothing: matched to this passage)" if self.origin == "matched" else "")
 
 
 @dataclass(kw_only=True)
@@ -99,6 +113,16 @@ class TurnRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     citations: list[CitationRecord] = field(default_factory=list)  # rows of ``citations``
     created_at: str = ""  # ISO time, seconds; "" until stored
+
+    @property
+    def evidence(self) -> list[dict[str, Any]]:
+        """The passages listed beside the answer (``backend.evidence.top_passages``), kept in ``meta``."""
+        return list((self.meta or {}).get("evidence") or [])
+
+    @property
+    def warning(self) -> str:
+        """Why the answer should not be trusted ("" when a citation of it is verified), kept in ``meta``."""
+        return str((self.meta or {}).get("warning") or "")
 
 
 @dataclass(kw_only=True)

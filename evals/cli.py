@@ -1,4 +1,4 @@
-"""``python app.py eval needle|cuad|leval|list``: the command line of the built-in evaluations.
+"""``python app.py eval needle|cuad|leval|evidence|list``: the command line of the built-in evaluations.
 
 Wired into quire/cli.py with ``add_parser(sub, common)`` and ``COMMANDS["eval"] = run``.
 Evaluations reach the app only through :class:`quire.api.Quire`; matplotlib loads when a plot is drawn.
@@ -15,7 +15,7 @@ from typing import Any
 from core.errors import QuireError
 from core.records import EvalRunRecord
 from core.settings import Settings
-from evals import needle
+from evals import evidence, needle
 from evals.cuad import CuadEval
 from evals.leval import LEvalEval
 from evals.runner import Runner, StderrProgress, sha_texts
@@ -69,6 +69,8 @@ def add_parser(subparsers, common_parent: argparse.ArgumentParser) -> argparse.A
     e.add_argument("--path", type=Path, default=None, help="A .jsonl task file or a folder of them (default: the corpus's L-Eval).")
     e.add_argument("--tasks", default="", help="Comma-separated task names (file stems) to run.")
 
+    evidence.add_parser(esub, [common_parent])
+
     lst = esub.add_parser("list", parents=[common_parent], help="List stored evaluation runs.")
     lst.add_argument("--kind", default="", help="Only runs of this kind (needle, cuad, leval).")
     return p
@@ -77,6 +79,8 @@ def add_parser(subparsers, common_parent: argparse.ArgumentParser) -> argparse.A
 def run(settings: Settings, args) -> int:
     if args.eval_command == "list":
         return _list(settings, args)
+    if args.eval_command == "evidence":
+        return evidence.run(settings, args, _corpus())
     strategies = [s.strip() for s in (args.strategies or settings.strategy).split(",") if s.strip()]
     status = 0
     for strategy in strategies:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 NEAR = 36  # points around the cited box in which a found quote still counts
 KEY_WORDS = 8  # words of a quote's start and end searched for when the whole quote is not found
-COLORS = {"verified": (1.0, 0.9, 0.2), "unverified": (1.0, 0.62, 0.25), "missing": (1.0, 0.45, 0.45)}
+COLORS = {"verified": (1.0, 0.9, 0.2), "quoted": (1.0, 0.62, 0.25), "unverified": (1.0, 0.62, 0.25), "missing": (1.0, 0.45, 0.45)}
 
 
 @dataclass

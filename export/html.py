@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from html import escape as _html_escape
 
+from backend.evidence import highlight
 from export.report import Report, ReportCitation, ReportTurn
 from core.errors import printable
 
-STATUSES = ("verified", "unverified", "missing")
+STATUSES = ("verified", "quoted", "unverified", "missing")
 NO_PASSAGE = "<p class=\"meta\">(passage not available)</p>"
 
 CSS = """
@@ -25,7 +26,9 @@ blockquote { margin: .3rem 0 0 0; padding: .3rem .8rem; border-left: 4px solid #
              background: #f6f8fa; white-space: pre-wrap; }
 .badge { font-size: .75rem; font-weight: 600; padding: .05rem .4rem; border-radius: .6rem; }
 .badge.verified { background: #dafbe1; color: #116329; }
+.badge.quoted { background: #fff1e5; color: #953800; }
 .badge.unverified { background: #fff8c5; color: #7d4e00; }
+.warning { background: #ffebe9; color: #a40e26; font-weight: 600; padding: .4rem .8rem; border-radius: .4rem; }
 .badge.missing { background: #ffebe9; color: #a40e26; }
 .origin { color: #57606a; font-size: .8rem; }
 table.docs { border-collapse: collapse; font-size: .9rem; }
@@ -81,12 +84,16 @@ def _documents(report: Report) -> str:
 def _turn(turn: ReportTurn) -> str:
     parts = [
         f"<h2 id=\"q{turn.number}\">Q{turn.number}. {_text(turn.question)}</h2>",
+        *([f"<p class=\"warning\">Warning: {escape(turn.warning)}</p>"] if turn.warning else []),
         f"<div class=\"answer\">{_answer(turn)}</div>",
         f"<p class=\"facts\">{escape(turn.facts())}</p>",
     ]
     if turn.citations:
         items = "\n".join(_citation(c) for c in turn.citations)
         parts.append(f"<h3>Citations</h3>\n<ol class=\"citations\">\n{items}\n</ol>")
+    if turn.evidence:
+        items = "\n".join(_evidence(e) for e in turn.evidence)
+        parts.append(f"<h3>Evidence (passages to check)</h3>\n<ol class=\"citations\">\n{items}\n</ol>")
     return "\n".join(parts)
 
 
@@ -104,12 +111,18 @@ def _answer(turn: ReportTurn) -> str:
 
 def _citation(c: ReportCitation) -> str:
     status = c.status if c.status in STATUSES else "unverified"
-    origin = " <span class=\"origin\">(matched)</span>" if c.origin == "matched" else ""
     passage = f"<blockquote>{escape(c.passage)}</blockquote>" if c.passage else NO_PASSAGE
     return (
         f"<li id=\"{c.anchor}\"><b>{escape(c.ref.join('[]'))}</b> {escape(c.document_name)}, {escape(c.location)} "
-        f"<span class=\"badge {status}\">{escape(c.status)}</span>{origin}{passage}</li>"
+        f"<span class=\"badge {status}\">{escape(c.status_words)}</span>{passage}</li>"
     )
+
+
+def _evidence(e: dict) -> str:
+    text = highlight(e.get("snippet", ""), e.get("terms", []))  # escaped, the question's words in <mark>
+    return (f"<li><b>{escape(str(e.get('ref', '')).join('[]'))}</b> {escape(e.get('document', ''))}, "
+            f"{escape(e.get('place', ''))} <span class=\"origin\">{escape(e.get('reason', ''))}</span>"
+            f"<blockquote>{text}</blockquote></li>")
 
 
 def _text(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 
+from backend.evidence import highlight
 from export.report import Report, ReportCitation, ReportTurn
 from core.errors import printable
 
@@ -54,11 +55,19 @@ def _turn(turn: ReportTurn) -> list[str]:
     lines = [f"## Q{turn.number}. {_inline(_one_line(turn.question))}", ""]
     if "\n" in turn.question.strip():
         lines += [_quoted(turn.question), ""]
+    if turn.warning:
+        lines += [f"> **Warning: {_inline(turn.warning)}**", ""]
     lines += [_answer(turn), "", f"*{_inline(turn.facts())}*", ""]
     if turn.citations:
         lines += ["### Citations", ""]
         for c in turn.citations:
             lines += _citation(c)
+    if turn.evidence:
+        lines += ["### Evidence (passages to check, the question's words in bold)", ""]
+        for e in turn.evidence:
+            text = highlight(e.get("snippet", ""), e.get("terms", []), escape=_inline, mark=("**", "**"))
+            lines += [f"- **\\[{_inline(e['ref'])}\\]** {_inline(e.get('document', ''))}, "
+                      f"{_inline(e.get('place', ''))} - {_inline(e.get('reason', ''))}", "", f"  > {text}", ""]
     return lines
 
 
@@ -73,10 +82,9 @@ def _answer(turn: ReportTurn) -> str:
 
 
 def _citation(c: ReportCitation) -> list[str]:
-    matched = " (matched)" if c.origin == "matched" else ""
     head = (
         f'- <a id="{c.anchor}"></a>**\\[{_inline(c.ref)}\\]** {_inline(c.document_name)}, '
-        f"{_inline(c.location)} - {_inline(c.status)}{matched}"
+        f"{_inline(c.location)} - {_inline(c.status_words)}"
     )
     body = _quoted(c.passage, indent="  ") if c.passage else "  *(passage not available)*"
     return [head, "", body, ""]

@@ -29,7 +29,9 @@ a.ref { color: #0969da; font-weight: bold; text-decoration: none; }
 blockquote { margin-left: 10pt; margin-top: 3pt; padding-left: 6pt; color: #333333; font-style: italic; }
 .badge { font-size: 8pt; font-weight: bold; }
 .badge.verified { color: #116329; }
+.badge.quoted { color: #953800; }
 .badge.unverified { color: #9a6700; }
+.warning { color: #a40e26; font-weight: bold; }
 .badge.missing { color: #a40e26; }
 table.docs td, table.docs th { font-size: 8.5pt; padding-right: 8pt; text-align: left; }
 li { margin-bottom: 6pt; }

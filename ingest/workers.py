@@ -35,18 +35,22 @@ from typing import Callable
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # The bound is on address space, not on resident memory: a worker that has OCR'd one page maps 1.74 GB
 # for 0.47 GB resident (2 cores; onnxruntime's reservations, and 64 MB of malloc arena and 8 MB of stack
-# for each thread), one that has read a text page maps 0.56 GB for 0.17 GB.
+# for each thread), one that has read a text page maps 0.56 GB for 0.17 GB. onnxruntime starts a thread
+# per core, so the least a worker gets grows with the cores.
 MIN_WORKER_MB = 3072
+PER_CORE_MB = 160
 APP_RESERVE_MB = 1024  # what the app itself, the model aside, is left when workers get their share
 
 
 def worker_memory_mb(setting: int, workers: int) -> int:
     """The address space one worker may use, in MiB: ``--worker-memory-mb``, or when that is 0, an even
-    share of three quarters of the machine's memory (less the app's reserve), never under MIN_WORKER_MB."""
+    share of three quarters of the machine's memory (less the app's reserve), never under the least a
+    worker needs (MIN_WORKER_MB, or 1 GiB and PER_CORE_MB a core on machines of many cores)."""
     if setting > 0:
         return setting
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return max(MIN_WORKER_MB, (total * 3 // 4 - APP_RESERVE_MB) // max(workers, 1))
+    least = max(MIN_WORKER_MB, 1024 + PER_CORE_MB * (os.cpu_count() or 1))
+    return max(least, (total * 3 // 4 - APP_RESERVE_MB) // max(workers, 1))
 
 
 def _start_pool(workers: int, memory_mb: int) -> ProcessPoolExecutor:

@@ -32,7 +32,10 @@ from PIL import Image
 from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
+from backend.evidence import top_passages
+from backend.expansion import expand
 from backend.registry import available, create_runtime, resolve_name, runtime_class
+from backend.repetition import generate_guarded, kept_text
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
 from core.document import ParsedDocument
 from core.errors import QuireError
@@ -125,6 +128,11 @@ class Answer:
     @property
     def text(self) -> str:
         return self.turn.answer
+
+    @property
+    def evidence(self) -> list[dict[str, Any]]:
+        """The passages the answer rests on, or that retrieval ranked best (see ``backend.evidence``)."""
+        return self.turn.evidence
 
 
 @dataclass
@@ -350,7 +358,7 @@ class Quire:
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
             strategy="auto" if strategy == "sweep" else strategy,  # sweep is run by ask(), not assembled
-            rank=lambda q: [sid for sid, _ in self.search(info, q, limit=500)],
+            rank=lambda q: [sid for sid, _ in self.search(info, expand(q), limit=500)],
             counter=self._counter(rt),
             image_path=self.image,
         )
@@ -383,7 +391,8 @@ class Quire:
         started = time.perf_counter()
         rt = self.runtime()
         options = GenerateOptions(
-            max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed
+            max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature, seed=self.settings.seed,
+            repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
         )
         segments = self._segments(info)
         ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
@@ -401,17 +410,24 @@ class Quire:
                     yield event
         else:
             yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
-            with closing(rt.generate(ctx.prompt, options)) as events:
+            with closing(generate_guarded(rt, ctx.prompt, options)) as events:
                 for event in events:
                     if isinstance(event, Delta):
                         parts.append(event.text)
                         yield event
                     else:
                         usage = event
-        answer = "".join(parts).strip()
-        checked = citations.check(answer, ctx.refs)
+        answer = kept_text("".join(parts), usage).strip()
+        checking = time.perf_counter()
+        checked = citations.check(answer, ctx.refs, question)
+        support = citations.verdict(checked.citations, ctx.refs, question)
+        ranked = [sid for sid, _ in self.search(info, expand(question), limit=50)]
         meta = ctx.metadata() | {
+            "evidence": top_passages(question, ctx.refs, checked.citations, ranked),
+            "checks_s": round(time.perf_counter() - checking, 4),  # citations, verdict and evidence: their cost
             "unknown_refs": checked.unknown_refs,
+            "support": support,  # verified | unsupported | no_evidence
+            "warning": citations.WARNINGS.get(support, ""),
             "wall_s": round(time.perf_counter() - started, 4),
             "finish_reason": usage.finish_reason,
             **usage.details,

@@ -151,12 +151,13 @@ def cmd_ask(settings: Settings, args) -> int:
                 answer = event
     print()
     turn = answer.turn
+    if turn.warning:
+        print(f"\nWARNING: {turn.warning}")
     if turn.citations:
         print("\nCitations:")
         for c in turn.citations:
             where = c.locator.label()
-            print(f"  [{c.ref}] {printable(c.document_name)} {printable(where)} "
-                  f"({c.status}{', matched' if c.origin == 'matched' else ''})"
+            print(f"  [{c.ref}] {printable(c.document_name)} {printable(where)} ({c.status_words})"
                   + (f': "{printable(c.quote[:160])}"' if c.quote else ""))
     m = turn.meta
     print(

@@ -48,6 +48,9 @@ def test_answer_contains_planted_fact_and_cites_its_page(q, tmp_path):
     pages = {c.locator.page for c in answer.turn.citations if c.status == "verified"}
     assert 2 in pages, answer.turn.citations
     assert answer.turn.strategy == "full" and answer.turn.prompt_tokens > 200
+    assert answer.turn.meta["support"] == "verified" and answer.turn.warning == ""
+    assert answer.evidence and answer.evidence[0]["page"] == 2 and "7351" in answer.evidence[0]["snippet"]
+    assert "<mark>vault</mark>" in answer.evidence[0]["html"]
 
 
 def test_follow_up_reuses_the_prefix_and_a_new_process_sees_the_turn(q, tmp_path, settings):

@@ -103,7 +103,7 @@ def test_html_escapes_hostile_text_and_links_markers(q, db, blobs):
     assert "<script" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert '<a class="ref" href="#q1-S1">[S1]</a>' in page and '<li id="q1-S1">' in page
-    assert '<span class="badge missing">missing</span>' in page
+    assert '<span class="badge missing">missing: no passage has this id</span>' in page
     assert "<style>" in page and "<link" not in page  # self-contained
 
 

@@ -449,6 +449,28 @@ def test_chat_handlers_open_a_citation_and_reload_history(settings):
     assert strategy == "auto"
 
 
+def test_evidence_is_listed_with_the_answer_and_opens_in_the_viewer(settings):
+    from backend.evidence import top_passages
+    from ui.chat import ChatTab
+
+    with Quire(settings) as q:
+        seed_pdf(q, "s")
+        seg = segment_of(q, "s", "contract.pdf")
+        question = "How long is the warranty?"
+        evidence = top_passages(question, {"S1": seg}, [], [seg.id])
+        turn = TurnRecord(question=question, answer="Ten years.", strategy="full",
+                          meta={"evidence": evidence, "warning": "Not supported by the documents."})
+        with _database(q) as db:
+            repo.save_turn(db, q.session("s").id, turn)
+        tab = ChatTab(q)
+        messages, rows, citations, info, pick, *viewer, strategy = tab.load("s")
+        title, image, code = tab.open_citation(citations, 0)
+    assert rows == [] and pick["choices"] == [("evidence · S1 · contract.pdf · p.1", 0)]
+    content = messages[1]["content"]
+    assert content.startswith("**⚠ Not supported by the documents.**") and "<mark>warranty</mark>" in content
+    assert "evidence" in title and image["visible"]
+
+
 def test_strategy_choice_is_kept_with_the_session(settings):
     with Quire(settings) as q:
         q.session("s")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import Ingestor
-from ingest.workers import APP_RESERVE_MB, MIN_WORKER_MB, WorkerPool, worker_memory_mb
+from ingest.workers import APP_RESERVE_MB, MIN_WORKER_MB, PER_CORE_MB, WorkerPool, worker_memory_mb
 from storage import repo
 from tests import hostile
 from tests.worker_jobs import job
@@ -112,8 +112,9 @@ def test_a_file_past_the_memory_bound_is_too_large_and_the_batch_goes_on(setting
 def test_the_default_bound_is_a_share_of_the_machine():
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     assert worker_memory_mb(5000, 2) == 5000
-    assert worker_memory_mb(0, 2) == max(MIN_WORKER_MB, (total * 3 // 4 - APP_RESERVE_MB) // 2)
-    assert worker_memory_mb(0, 10_000) == MIN_WORKER_MB
+    least = max(MIN_WORKER_MB, 1024 + PER_CORE_MB * os.cpu_count())
+    assert worker_memory_mb(0, 2) == max(least, (total * 3 // 4 - APP_RESERVE_MB) // 2)
+    assert worker_memory_mb(0, 10_000) == least >= MIN_WORKER_MB
 
 
 def test_the_api_ends_the_workers_it_started(settings):

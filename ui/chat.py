@@ -56,13 +56,13 @@ class ChatTab:
     def _turn_outputs(self, turn: TurnRecord | None):
         if turn is None:
             return [], [], "", gr.update(choices=[], value=None)
-        citations = list(turn.citations)
+        citations = list(turn.citations) + render.evidence_citations(turn)  # the table lists the first ones
         info = f"**Q:** {render.md_escape(render.shorten(turn.question, 200))}  \n{render.md_escape(render.meta_line(turn))}"
         for note in turn.meta.get("notes") or []:
             info += f"  \n_{render.md_escape(str(note))}_"
-        choices = [(f"{c.ref} · {printable(c.document_name)} · {printable(c.locator.place())}", i)
-                   for i, c in enumerate(citations)]
-        return render.citation_rows(citations), citations, info, gr.update(choices=choices, value=None)
+        choices = [(f"{'evidence · ' if c.origin == 'evidence' else ''}{c.ref} · {printable(c.document_name)} · "
+                    f"{printable(c.locator.place())}", i) for i, c in enumerate(citations)]
+        return render.citation_rows(turn.citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors
     def ask(self, session: str, question: str, strategy: str = "auto"):

@@ -12,15 +12,19 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
+from backend.evidence import highlight
+from core.document import Locator
 from core.errors import printable
+from core.records import CitationRecord
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]#|~$!^])")
 _MD_LINE_START = re.compile(r"^(\s*\d*)([-+=.)])", re.MULTILINE)
 
 STATUS_BADGES = {
     "verified": "✓ verified",
-    "unverified": "? unverified",
-    "missing": "✗ missing",
+    "quoted": "≈ quoted, does not support the claim",
+    "unverified": "? unverified, quote not found",
+    "missing": "✗ missing, no such passage",
 }
 
 DOCUMENT_HEADERS = ["Name", "Kind", "Pages", "Segments", "Tokens", "Text layer", "Warnings"]
@@ -42,6 +46,8 @@ def shorten(text: str, limit: int = 220) -> str:
 
 
 def badge(status: str, origin: str = "model") -> str:
+    if origin == "evidence":
+        return "evidence: a passage to check"
     label = STATUS_BADGES.get(status, status)
     return label + (" (matched)" if origin == "matched" else "")
 
@@ -135,6 +141,13 @@ def citation_rows(citations: Iterable) -> list[list[str]]:
     ]
 
 
+def evidence_citations(turn) -> list[CitationRecord]:
+    """The answer's evidence as entries the viewer opens like citations (``origin="evidence"``)."""
+    return [CitationRecord(ref=e["ref"], segment_id=e.get("segment_id"), document_name=e.get("document", ""),
+                           locator=Locator.from_dict(e.get("locator")), quote=e.get("snippet", ""), status="",
+                           origin="evidence") for e in turn.evidence]
+
+
 def meta_line(turn) -> str:
     m = turn.meta or {}
     used, total = m.get("segments_used"), m.get("segments_total")
@@ -152,7 +165,7 @@ def meta_line(turn) -> str:
 def answer_markdown(turn) -> str:
     """The assistant message: the answer, its sources, then how it was produced."""
     body = md_escape(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
-    lines = [body]
+    lines = [f"**⚠ {md_escape(turn.warning)}**", "", body] if turn.warning else [body]
     if turn.citations:
         lines += ["", "**Sources**"]
         for c in turn.citations:
@@ -161,6 +174,12 @@ def answer_markdown(turn) -> str:
                 f"- **{md_escape(c.ref)}** {md_escape(c.document_name)} · {md_escape(c.locator.place())} · "
                 f"{badge(c.status, c.origin)}{quote}"
             )
+    if turn.evidence:
+        lines += ["", "**Evidence** (passages to check, the question's words marked)"]
+        for e in turn.evidence:
+            text = highlight(e.get("snippet", ""), e.get("terms", []), escape=md_escape)
+            lines.append(f"- **{md_escape(e['ref'])}** {md_escape(e.get('document', ''))} · "
+                         f"{md_escape(e.get('place', ''))} · {md_escape(e.get('reason', ''))}: “{text}”")
     lines += ["", f"_{md_escape(meta_line(turn))}_"]
     for note in (turn.meta or {}).get("notes") or []:
         lines.append(f"> {md_escape(str(note))}")

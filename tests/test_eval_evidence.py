@@ -1,0 +1,50 @@
+"""``app.py eval evidence``: the questions load from the corpus, a hit is judged right, and focus is measured."""
+
+from __future__ import annotations
+
+from core.document import Locator
+from core.records import SegmentRecord
+from evals import evidence
+from quire.api import Quire
+
+
+def seg(text: str, page: int) -> SegmentRecord:
+    return SegmentRecord(id=page, document_id=1, document_name="d.pdf", ordinal=page, kind="text", text=text,
+                         locator=Locator(page=page))
+
+
+def test_questions_load_with_their_evidence(corpus):
+    fb = evidence.financebench_items(corpus / "financebench")
+    cuad = evidence.cuad_items(corpus / "contracts" / "cuad")
+    assert len(fb) == 63 and all(item.pages and item.document.is_file() for item in fb)
+    assert len(cuad) > 250 and all(item.spans and item.document.is_file() for item in cuad)
+    law = next(item for item in cuad if item.key.endswith("__Governing Law"))
+    assert law.question == "Which state/country's law governs the interpretation of the contract?"
+
+
+def test_a_hit_is_the_evidence_page_or_the_clause_span():
+    page = evidence.Item("financebench", "k", None, "q", pages={48})
+    assert evidence.hit(page, [seg("x", 47), seg("y", 48)]) and not evidence.hit(page, [seg("x", 47)])
+    span = "This Agreement shall be governed by the laws of the State of New York, without regard to conflicts."
+    clause = evidence.Item("cuad", "k", None, "q", spans=[span])
+    assert evidence.hit(clause, [seg("Section 9. THIS AGREEMENT shall be governed by the laws of the State of New "
+                                     "York, without regard to conflicts. Section 10.", 3)])
+    assert not evidence.hit(clause, [seg("Section 10. Notices shall be in writing.", 4)])
+
+
+def test_focus_is_measured_on_a_real_contract(settings, corpus):
+    items = [i for i in evidence.cuad_items(corpus / "contracts" / "cuad") if i.document.name.startswith("IVILLAGE")]
+    with Quire(settings.replace(context_window=2048, workers=1)) as q:
+        rows = evidence.measure(q, items[:4], progress=lambda m: None)
+    assert len(rows) == 4 and all(r["narrowed"] and 0 < r["share_seen"] < 0.5 for r in rows)
+    summary = evidence.summary(rows)["cuad"]
+    assert summary["questions"] == 4 and 0 <= summary["recall"] <= 1
+
+
+def test_a_financial_question_is_expanded_with_the_words_statements_use():
+    from backend.expansion import expand
+
+    q = "What is the FY2018 capex for 3M, from the cash flow statement?"
+    assert expand(q).startswith(q)
+    assert "purchases of property plant equipment" in expand(q) and "operating activities" in expand(q)
+    assert expand("Which state's law governs the contract?") == "Which state's law governs the contract?"

@@ -1,0 +1,70 @@
+"""Degenerate output is stopped: the loop guard on text, the sweep's findings each once, and the real model."""
+
+from pathlib import Path
+
+from backend import sweep
+from backend.repetition import FINISH_REASON, RepetitionGuard
+from core.document import Locator
+from core.records import SegmentRecord
+from quire.api import Quire
+
+LOOP_LINE = '- [S4] The fax test page is for testing purposes only "TEST PAGE"\n'
+
+
+def fed(pieces) -> RepetitionGuard:
+    guard = RepetitionGuard()
+    for piece in pieces:
+        if guard.feed(piece):
+            break
+    return guard
+
+
+def test_a_line_repeated_is_cut_to_one():
+    guard = fed([LOOP_LINE] * 18)
+    assert guard.looping and guard.kept == LOOP_LINE.strip()
+
+
+def test_a_run_of_words_repeated_is_cut_where_it_began():
+    text = "The governing law is " + "the law of the State of New York and " * 5
+    guard = fed(w + " " for w in text.split())
+    assert guard.looping and guard.kept == "The governing law is the law of the State of New York and"
+    assert fed(w + " " for w in ("It is " + "yes " * 30).split()).kept == "It is yes"
+
+
+def test_an_ordinary_answer_and_a_varied_list_are_left_alone():
+    answer = ('The licence ends on 31 December 2025 [S1] "terminate on December 31, 2025".\n'
+              "- Acme: may terminate for convenience [S3]\n- Beta: may terminate for convenience [S7]\n"
+              "- Gamma: may not terminate for convenience [S9]\n")
+    guard = fed([answer[i:i + 7] for i in range(0, len(answer), 7)])
+    assert not guard.looping and guard.kept == answer
+
+
+def seg(i, text):
+    return SegmentRecord(id=i, document_id=1, document_name="fax.pdf", ordinal=i, kind="text", text=text,
+                         locator=Locator(page=1))
+
+
+def test_sweep_findings_are_kept_once_and_beside_the_point_ones_dropped():
+    refs = {"S4": seg(4, "TEST PAGE. This fax test page is for testing purposes only."),
+            "S5": seg(5, "Either party may terminate this Agreement for convenience on 30 days notice.")}
+    answer = ('- [S5] either party may terminate "terminate this Agreement for convenience"\n' * 3
+              + '- [S4] it can be ended "This fax test page is for testing purposes only"\n')
+    found = sweep.findings_from(answer, refs, "Which agreements can be terminated for convenience?")
+    assert found == ['- [S5] either party may terminate "terminate this Agreement for convenience"']
+    assert sweep.dedupe(["- a [S1]", "- A  [S1].", "- a [S2]"]) == ["- a [S1]", "- a [S2]"]
+
+
+def test_the_real_model_stops_when_it_loops(settings, corpus, tmp_path):
+    """SmolLM2 at temperature 0 and no repetition penalty repeats "The parties are iVillage and FMM." on this
+    prompt (measured: 200 tokens, 3/4 of them copies); the guard stops it at the second copy."""
+    contract = next((corpus / "contracts" / "cuad" / "txt").glob("IVILLAGE*")).read_text()[:3500]
+    path = Path(tmp_path / "sponsorship.txt")
+    path.write_text(contract)
+    with Quire(settings.replace(context_window=2048, max_answer_tokens=200, repeat_penalty=1.0)) as q:
+        q.ingest("loop", [path])
+        answer = q.answer("loop", "List every obligation of iVillage.", strategy="full")
+    turn = answer.turn
+    assert turn.meta["finish_reason"] == FINISH_REASON, turn.answer
+    assert turn.completion_tokens < 200
+    assert not fed([turn.answer + "\n"]).looping  # what is stored has no copies
+    assert "stopped" in turn.meta
