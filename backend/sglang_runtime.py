@@ -18,21 +18,18 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator
 
-from backend import presets
+from backend import presets, processes
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 from core.errors import BackendError, RuntimeUnavailable
 from core.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 1800.0  # a 100B-parameter model can take many minutes to load
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 25
@@ -230,21 +227,8 @@ class SGLangRuntime(Runtime):
         }
 
     def _spawn(self) -> None:
-        parent_sock, child_sock = socket.socketpair()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "backend.sglang_worker", "--fd", str(child_sock.fileno())]
-        if self.engine_factory:
-            cmd += ["--engine-factory", self.engine_factory]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        try:
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    pass_fds=[child_sock.fileno()], start_new_session=True,
-                )
-        finally:
-            child_sock.close()
-        self._conn = Connection(parent_sock.detach())
+        extra = ["--engine-factory", self.engine_factory] if self.engine_factory else []
+        self._proc, self._conn = processes.spawn("backend.sglang_worker", self.log_path, *extra)
 
     def _terminate(self) -> None:
         """End the worker's whole process group: the worker and every process the engine started."""
@@ -256,13 +240,13 @@ class SGLangRuntime(Runtime):
         if proc is None:
             return
         pgid = proc.pid  # the worker leads its own process group (start_new_session)
-        _signal_group(pgid, signal.SIGTERM)
+        processes.signal_group(pgid, signal.SIGTERM)
         try:
             proc.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
             pass
         if not _wait_group_gone(pgid, 3.0):
-            _signal_group(pgid, signal.SIGKILL)
+            processes.signal_group(pgid, signal.SIGKILL)
             proc.wait()
             _wait_group_gone(pgid, 5.0)
 
@@ -307,14 +291,9 @@ class SGLangRuntime(Runtime):
             self._terminate()  # a worker that will not settle is not reused
 
     def _died(self, when: str) -> BackendError:
-        code = None
-        if self._proc is not None:
-            try:
-                code = self._proc.wait(timeout=5.0)  # the socket closes a moment before the exit status exists
-            except subprocess.TimeoutExpired:
-                pass
+        how = processes.exit_status(self._proc)
         self._terminate()
-        return BackendError(f"The SGLang worker exited (code {code}) {when}.",
+        return BackendError(f"The SGLang worker exited ({how}) {when}.",
                             hint=f"Last lines of {self.log_path}:\n{self._log_tail()}")
 
     def _worker_error(self, reply: dict[str, Any], what: str) -> BackendError:
@@ -352,13 +331,6 @@ def _to_usage(reply: dict[str, Any], ttft: float, total: float) -> Usage:
         finish_reason=reply["finish_reason"],
         details={"engine_e2e_latency_s": reply.get("e2e_latency", 0.0)},
     )
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> bool:

@@ -161,6 +161,7 @@ class Quire:
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
         self._asking = AskQueue()
+        self._answering: str | None = None  # the asker whose question holds the model now
 
     # -- resources ---------------------------------------------------------------
     def _database(self) -> Database:
@@ -363,13 +364,15 @@ class Quire:
             image_path=self.image,
         )
 
-    def ask(self, session: SessionRef, question: str, *, strategy: str | None = None) -> Iterator[Delta | Status | Answer]:
+    def ask(self, session: SessionRef, question: str, *, strategy: str | None = None,
+            asker: str | None = None) -> Iterator[Delta | Status | Answer]:
         """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`.
 
         One question at a time holds the model; while others are ahead, Waiting events say this one's
         place in line and the expected wait (when the line moves, and every WAIT_REPORT_S). A caller
         that stops reading early closes the stream (``with contextlib.closing(q.ask(...))``, or ``.close()``),
         which also closes the runtime's own stream at once, so the next question can start.
+        ``asker`` names who asks (a browser session), so that :meth:`stop` stops only that one's answer.
         """
         question = (question or "").strip()
         if not question:
@@ -383,7 +386,11 @@ class Quire:
             while place := self._asking.place(ticket):
                 yield _waiting(place, self._asking.expected_wait(ticket))
                 self._asking.wait(ticket, WAIT_REPORT_S)
-            yield from self._answer(info, question, requested)
+            self._answering = asker
+            try:
+                yield from self._answer(info, question, requested)
+            finally:
+                self._answering = None
         finally:  # answered, failed, or the asker went away (the generator closed): the line moves on
             self._asking.leave(ticket)
 
@@ -441,9 +448,12 @@ class Quire:
         turn.id = repo.save_turn(self._database(), info.id, turn)
         yield Answer(turn, meta)
 
-    def stop(self) -> None:
-        """Stop the answer being generated now, from any thread (the UI's Stop button); it ends as cancelled."""
-        if self._runtime is not None:
+    def stop(self, asker: str | None = None) -> None:
+        """Stop the answer being generated now, from any thread (the UI's Stop button); it ends as cancelled.
+
+        With ``asker``, only when that asker's question is the one holding the model: one user's Stop never
+        ends another user's answer (a question still waiting in line is ended by closing its stream)."""
+        if self._runtime is not None and (asker is None or asker == self._answering):
             self._runtime.cancel()
 
     def answer(self, session: SessionRef, question: str, **kw) -> Answer:

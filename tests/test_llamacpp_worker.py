@@ -16,6 +16,7 @@ from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.llamacpp import LlamaCppRuntime
 from core.errors import BackendError
 from core.settings import Settings
+from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 ESSAYS = ROOT.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
@@ -51,15 +52,6 @@ def _answer(rt: LlamaCppRuntime, prompt: Prompt, max_tokens: int = 16) -> tuple[
     return "".join(text), usage
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead, only not reaped yet
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.fixture
 def rt(tmp_path):
     runtime = _runtime(tmp_path).start()
@@ -69,11 +61,11 @@ def rt(tmp_path):
 
 def test_the_model_runs_in_its_own_process(rt):
     pid = rt.worker_pid()
-    assert pid and pid != os.getpid() and _alive(pid)
+    assert pid and pid != os.getpid() and alive(pid)
     text, usage = _answer(rt, _prompt(rt, 200))
     assert usage.completion_tokens > 0 and text.strip()
     rt.shutdown()
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_kill_9_mid_answer_gives_a_message_and_the_next_question_is_answered(rt):
@@ -127,7 +119,7 @@ def test_a_hung_worker_is_killed_and_reported(tmp_path):
         assert "no sign of life for 2 s" in err.value.message
         assert time.monotonic() - t < 6
         time.sleep(0.2)
-        assert not _alive(hung)
+        assert not alive(hung)
         _, usage = _answer(rt, _prompt(rt, 100))
         assert usage.completion_tokens > 0
     finally:
@@ -181,11 +173,35 @@ def test_workers_die_with_a_killed_app(tmp_path):
     )
     app = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     pid = int(app.stdout.readline())
-    assert _alive(pid)
+    assert alive(pid)
     app.send_signal(signal.SIGKILL)  # no atexit, no shutdown: only the closed socket tells the worker
     app.wait()
     t = time.monotonic()
-    while _alive(pid) and time.monotonic() - t < 5:
+    while alive(pid) and time.monotonic() - t < 5:
         time.sleep(0.02)
-    assert not _alive(pid)
+    assert not alive(pid)
     assert time.monotonic() - t < 1.0
+
+
+def test_stop_ends_only_the_askers_own_answer(tmp_path):
+    """Two browsers share one model: Bob's Stop leaves Alice's answer alone; Alice's own Stop ends it."""
+    from quire.api import Answer, Quire
+
+    note = tmp_path / "note.txt"
+    note.write_text(" ".join(p.read_text(errors="replace") for p in sorted(ESSAYS.glob("*.txt"))[:1])[:3000])
+    settings = Settings(home=tmp_path / "home", context_window=2048, threads=2, max_answer_tokens=96, workers=1,
+                        runtime="llamacpp", repeat_penalty=1.0)
+    with Quire(settings) as q:
+        q.ingest("s", [note])
+
+        def run(stopper: str) -> str:
+            events = q.ask("s", "Write a long summary of the essay.", strategy="full", asker="alice")
+            for event in events:
+                if isinstance(event, Delta):
+                    q.stop(asker=stopper)
+                    break
+            answer = [e for e in events if isinstance(e, Answer)][-1]
+            return answer.turn.meta["finish_reason"]
+
+        assert run("bob") != "cancelled"
+        assert run("alice") == "cancelled"

@@ -251,7 +251,7 @@ def test_worker_crash_is_a_backend_error_and_leaves_nothing(fake_settings):
     assert len(_group_pids(pgid)) == 2  # the worker and the engine's helper
     with pytest.raises(BackendError) as err:
         _run(rt, _prompt("CRASH now"))
-    assert "exited (code 3)" in err.value.message and "sglang-worker.log" in err.value.hint
+    assert "exited (exit code 3)" in err.value.message and "sglang-worker.log" in err.value.hint
     assert _group_pids(pgid) == []
     rt.shutdown()  # harmless after a crash
 

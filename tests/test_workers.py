@@ -14,6 +14,7 @@ from ingest.pipeline import Ingestor
 from ingest.workers import APP_RESERVE_MB, MIN_WORKER_MB, PER_CORE_MB, WorkerPool, worker_memory_mb
 from storage import repo
 from tests import hostile
+from tests.processes import alive
 from tests.worker_jobs import job
 
 
@@ -50,15 +51,6 @@ def test_cancel_before_start(workers):
     assert len(cancelled) + len(results) == 2  # each item ends in exactly one callback
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead, only not reaped yet
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _killed_app(busy: bool) -> tuple[list[int], float]:
     """Start a pool in a real app process, kill -9 the app, and time how long its workers live on."""
     root = Path(__file__).resolve().parent.parent
@@ -68,16 +60,16 @@ def _killed_app(busy: bool) -> tuple[list[int], float]:
     assert len(pids) == 3
     time.sleep(0.5)
     # started by a thread that has ended since: still there (the kernel ties them to a thread that lives on)
-    assert all(_alive(pid) for pid in pids)
+    assert all(alive(pid) for pid in pids)
     if busy:
         assert proc.stdout.readline().strip() == "rendering"
         time.sleep(0.5)  # inside a MuPDF call that holds the GIL for seconds
     proc.send_signal(signal.SIGKILL)  # no atexit, no shutdown: only the kernel or the workers can end them
     proc.wait()
     killed = time.monotonic()
-    while any(_alive(pid) for pid in pids) and time.monotonic() < killed + 15:
+    while any(alive(pid) for pid in pids) and time.monotonic() < killed + 15:
         time.sleep(0.01)
-    return [pid for pid in pids if _alive(pid)], time.monotonic() - killed
+    return [pid for pid in pids if alive(pid)], time.monotonic() - killed
 
 
 def test_workers_and_manager_go_when_the_app_is_killed():

@@ -65,7 +65,7 @@ class ChatTab:
         return render.citation_rows(turn.citations), citations, info, gr.update(choices=choices, value=None)
 
     @user_errors
-    def ask(self, session: str, question: str, strategy: str = "auto"):
+    def ask(self, session: str, question: str, strategy: str = "auto", request: gr.Request | None = None):
         """Stream the answer into the chat; the final update adds its citations."""
         if not session:
             raise gr.Error("Pick or create a session first.")
@@ -83,7 +83,8 @@ class ChatTab:
         parts: list[str] = []
         last = 0.0
         # Stop (or a closed page) closes this handler; closing() then closes the answer stream at once.
-        with closing(self.q.ask(info, question, strategy=strategy)) as events:
+        asker = request.session_hash if request is not None else None
+        with closing(self.q.ask(info, question, strategy=strategy, asker=asker)) as events:
             for event in events:
                 if isinstance(event, Status) and not parts:
                     messages[-1] = {"role": "assistant", "content": f"_{render.md_escape(event.message)}…_"}
@@ -97,6 +98,10 @@ class ChatTab:
                 elif isinstance(event, Answer):
                     messages[-1] = {"role": "assistant", "content": render.answer_markdown(event.turn)}
                     yield messages, gr.skip(), *self._turn_outputs(event.turn)
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        """Stop: this browser's own answer only (the model aborts even a long prefill within a second)."""
+        self.q.stop(asker=request.session_hash if request is not None else None)
 
     def pick_turn(self, session: str | None, evt: gr.SelectData):
         """Clicking a message shows the citations of that question's answer."""
@@ -166,7 +171,7 @@ class ChatTab:
             question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
                             concurrency_id="model"),
         ]
-        stop.click(self.q.stop, None, None, cancels=asked, api_visibility="private")
+        stop.click(self.stop, None, None, cancels=asked, api_visibility="private")
         for event in asked:
             event.then(summarize, session, summary, api_visibility="private")
         session.change(self.load, session, [chatbot, *turn_view, *viewer, strategy], api_name="history")
