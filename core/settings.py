@@ -60,7 +60,8 @@ class Settings:
     temperature: float = _opt(0.0, "Sampling temperature; 0 is deterministic.")
     seed: int = _opt(0, "Sampling seed.")
     repeat_penalty: float = _opt(
-        0.0, "Repetition penalty (1 is none); 0 takes the runtime's own (1.1 for the bundled SmolLM2, else 1)."
+        0.0, "Repetition penalty (1 is none); 0 takes the runtime's own (1 for every built-in runtime: on SmolLM2, 1.1 "
+        "stopped three looping prompts but lost the cited answer of a simple question; the loop guard stops repeats)."
     )
     threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
     strategy: str = _opt(
