@@ -131,7 +131,7 @@ class LlamaCppRuntime(Runtime):
             raise RuntimeUnavailable(f"Model file {self.model_path} does not exist.", hint="Pass --model PATH.gguf.")
         self.log_path = Path(settings.cache_dir) / "llama-worker.log"
         self._vocab: Vocabulary | None = None
-        self._formatter = None
+        self._template_text: str | None = None  # the chat template rendered around the two marks, once
         self._overhead: int | None = None
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
@@ -219,45 +219,44 @@ class LlamaCppRuntime(Runtime):
     # -- prompts -----------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
         """The prompt as text, chat template applied (for display; :meth:`tokenize_prompt` is what is sent)."""
-        template = self._template()
-        if _SYSTEM_MARK not in template:
-            return template.replace(_USER_MARK, f"{prompt.system}\n\n{prompt.text_only()}" if prompt.system
-                                    else prompt.text_only())
-        return template.replace(_SYSTEM_MARK, prompt.system).replace(_USER_MARK, prompt.text_only())
+        return "".join(text for text, _ in self._pieces(prompt))
 
     def tokenize_prompt(self, prompt: Prompt) -> list[int]:
         """Template text with special tokens parsed; system and user text as plain text, whatever it contains."""
         vocab = self._load_vocabulary()
+        tokens: list[int] = []
+        for text, is_template in self._pieces(prompt):
+            tokens += vocab.tokenize(text, special=is_template)
+        return tokens
+
+    def _pieces(self, prompt: Prompt) -> list[tuple[str, bool]]:
+        """The prompt in order as (text, whether it is the template's own) pieces."""
         template = self._template()
         user = prompt.text_only()
         if _SYSTEM_MARK not in template:  # a template without a system turn: the instructions lead the user turn
             user = f"{prompt.system}\n\n{user}" if prompt.system else user
-        tokens: list[int] = []
-        for piece in re.split(f"({re.escape(_SYSTEM_MARK)}|{re.escape(_USER_MARK)})", template):
-            if piece == _SYSTEM_MARK:
-                tokens += vocab.tokenize(prompt.system, special=False)
-            elif piece == _USER_MARK:
-                tokens += vocab.tokenize(user, special=False)
-            else:
-                tokens += vocab.tokenize(piece, special=True)
-        return tokens
+        data = {_SYSTEM_MARK: prompt.system, _USER_MARK: user}
+        return [(data[piece], False) if piece in data else (piece, True)
+                for piece in re.split(f"({re.escape(_SYSTEM_MARK)}|{re.escape(_USER_MARK)})", template) if piece]
 
     def count_prompt(self, prompt: Prompt) -> int:
         return len(self.tokenize_prompt(prompt))
 
     def _template(self) -> str:
-        vocab = self._load_vocabulary()
-        if self._formatter is None:
+        """The model's chat template rendered once around the system and user marks (it never changes)."""
+        if self._template_text is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            self._formatter = Jinja2ChatFormatter(template=vocab.chat_template, eos_token=vocab.eos,
-                                                  bos_token=vocab.bos, add_generation_prompt=True)
-        messages = [{"role": "system", "content": _SYSTEM_MARK}, {"role": "user", "content": _USER_MARK}]
-        template = self._formatter(messages=messages).prompt
-        if _USER_MARK not in template:
-            raise BackendError(f"The chat template of {self.model_path.name} drops the user's message.",
-                               hint="Use a model whose GGUF carries a standard chat template.")
-        return template
+            vocab = self._load_vocabulary()
+            formatter = Jinja2ChatFormatter(template=vocab.chat_template, eos_token=vocab.eos, bos_token=vocab.bos,
+                                            add_generation_prompt=True)
+            messages = [{"role": "system", "content": _SYSTEM_MARK}, {"role": "user", "content": _USER_MARK}]
+            template = formatter(messages=messages).prompt
+            if _USER_MARK not in template:
+                raise BackendError(f"The chat template of {self.model_path.name} drops the user's message.",
+                                   hint="Use a model whose GGUF carries a standard chat template.")
+            self._template_text = template
+        return self._template_text
 
     def _load_vocabulary(self) -> Vocabulary:
         with self._state_lock:
@@ -320,13 +319,8 @@ class LlamaCppRuntime(Runtime):
                 return {"type": "usage", "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
                         "ttft_s": time.perf_counter() - started, "total_s": time.perf_counter() - started,
                         "finish_reason": "cancelled", "details": {"worker": "stopped and restarted"}}
-            try:
-                if self._conn is not None and self._conn.poll(0.05):
-                    return json.loads(self._conn.recv_bytes().decode("utf-8"))
-            except (EOFError, OSError):
-                raise self._died("while answering") from None
-            if not self._worker_alive():
-                raise self._died("while answering")
+            if (reply := self._poll("while answering")) is not None:
+                return reply
             if time.monotonic() > deadline:
                 self._kill_and_restart()
                 raise BackendError(
@@ -343,12 +337,12 @@ class LlamaCppRuntime(Runtime):
             self._send({"op": "cancel"})
             deadline = time.monotonic() + CANCEL_GRACE_S
             while time.monotonic() < deadline:
-                if self._conn is not None and self._conn.poll(0.05):
-                    if json.loads(self._conn.recv_bytes().decode("utf-8")).get("type") in ("usage", "error"):
-                        return
-            self._kill_and_restart()  # a worker that will not settle is not reused
-        except (BackendError, EOFError, OSError):
-            self._kill_and_restart()
+                reply = self._poll("while stopping")
+                if reply is not None and reply.get("type") in ("usage", "error"):
+                    return
+        except BackendError:
+            return  # it died meanwhile: already restarted
+        self._kill_and_restart()  # a worker that will not settle is not reused
 
     # -- the corpus prefix on disk ---------------------------------------------------------
     def prefix_key(self, prompt: Prompt) -> str:
@@ -415,19 +409,23 @@ class LlamaCppRuntime(Runtime):
     def _recv(self, *, timeout: float, waiting_for: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                if self._conn is not None and self._conn.poll(0.05):
-                    reply = json.loads(self._conn.recv_bytes().decode("utf-8"))
-                    if reply.get("type") != "alive":
-                        return reply
-                    continue
-            except (EOFError, OSError):
-                raise self._died(f"while waiting for {waiting_for}") from None
-            if not self._worker_alive():
-                raise self._died(f"while waiting for {waiting_for}")
+            reply = self._poll(f"while waiting for {waiting_for}")
+            if reply is not None and reply.get("type") != "alive":
+                return reply
             if time.monotonic() > deadline:
                 raise BackendError(f"Timed out after {timeout:.0f} s waiting for {waiting_for}.",
                                    hint=f"See the worker log: {self.log_path}")
+
+    def _poll(self, when: str) -> dict[str, Any] | None:
+        """The worker's next message, if one comes within 50 ms; a worker found dead is restarted and raises."""
+        try:
+            if self._conn is not None and self._conn.poll(0.05):
+                return json.loads(self._conn.recv_bytes().decode("utf-8"))
+        except (EOFError, OSError):
+            raise self._died(when) from None
+        if not self._worker_alive():
+            raise self._died(when)
+        return None
 
     def _died(self, when: str) -> BackendError:
         """The worker is gone: say how, start a fresh one, and tell the user to ask again."""
