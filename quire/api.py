@@ -18,6 +18,7 @@ the stream events below, never a database handle.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -350,16 +351,21 @@ class Quire:
         """Token counts of rendered passages, remembered per runtime across questions."""
         return self._counters.setdefault(id(rt), TokenCounter(rt))
 
+    def _ranking(self, info: SessionRecord, question: str) -> Callable[[], list[int]]:
+        """The session's passages ranked for the question, searched once however often it is asked for."""
+        return functools.cache(lambda: [sid for sid, _ in self.search(info, expand(question), limit=500)])
+
     def _assemble(self, info: SessionRecord, segments: list[SegmentRecord], question: str,
-                  strategy: str) -> AssembledContext:
+                  strategy: str, ranking: Callable[[], list[int]] | None = None) -> AssembledContext:
         rt = self.runtime()
+        ranking = ranking or self._ranking(info, question)
         return assemble(
             segments,
             question,
             rt,
             max_answer_tokens=self.settings.max_answer_tokens,
             strategy="auto" if strategy == "sweep" else strategy,  # sweep is run by ask(), not assembled
-            rank=lambda q: [sid for sid, _ in self.search(info, expand(q), limit=500)],
+            rank=lambda _question: ranking(),
             counter=self._counter(rt),
             image_path=self.image,
         )
@@ -402,7 +408,8 @@ class Quire:
             repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
         )
         segments = self._segments(info)
-        ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested)
+        ranking = self._ranking(info, question)  # focus and the evidence list share one search
+        ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested, ranking)
         use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
         parts: list[str] = []
         usage = Usage()
@@ -428,7 +435,7 @@ class Quire:
         checking = time.perf_counter()
         checked = citations.check(answer, ctx.refs, question)
         support = citations.verdict(checked.citations, ctx.refs, question)
-        ranked = [sid for sid, _ in self.search(info, expand(question), limit=50)]
+        ranked = ranking()[:50]
         meta = ctx.metadata() | {
             "evidence": top_passages(question, ctx.refs, checked.citations, ranked),
             "checks_s": round(time.perf_counter() - checking, 4),  # citations, verdict and evidence: their cost
