@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from backend.base import Part, Prompt, Runtime
+from backend.ranking import named_documents
 from core.records import SegmentRecord
 
 SYSTEM_PROMPT = (
@@ -179,13 +180,16 @@ def assemble(
     rank: Ranker | None = None,
     counter: TokenCounter | None = None,
     image_path: Callable[[str], Path | None] = lambda sha: None,
+    quota: bool = True,
 ) -> AssembledContext:
+    """The prompt for ``question`` over ``segments``; ``quota`` shares focus's budget among the documents
+    (see :func:`_focus`)."""
     counter = counter or TokenCounter(runtime)
     fixed = runtime.count_tokens(SYSTEM_PROMPT) + runtime.count_tokens("<documents>\n" + question_part(question))
     budget = max(0, runtime.context_window - max_answer_tokens - fixed - runtime.template_overhead())
     budget = int(budget * 0.98)  # a small margin for tokens merging across segment boundaries
     for _ in range(4):
-        ctx = _select(segments, question, runtime, budget, strategy, rank, counter, image_path)
+        ctx = _select(segments, question, runtime, budget, strategy, rank, counter, image_path, quota)
         # Passages counted one by one can merge into a few more tokens: check the real prompt and shrink if needed.
         over = runtime.count_prompt(ctx.prompt) + max_answer_tokens - runtime.context_window
         if over <= 0:
@@ -203,6 +207,7 @@ def _select(
     rank: Ranker | None,
     counter: TokenCounter,
     image_path: Callable[[str], Path | None],
+    quota: bool = True,
 ) -> AssembledContext:
     refs = [ref_id(i) for i in range(len(segments))]
 
@@ -220,7 +225,7 @@ def _select(
         if total > budget:
             chosen = list(range(fitting(costs, budget)))
     else:
-        chosen = _focus(segments, refs, question, costs, budget, rank, counter)
+        chosen = _focus(segments, refs, question, costs, budget, rank, counter, quota)
         used_strategy = "focus"
         notes = []
 
@@ -280,8 +285,12 @@ def _focus(
     budget: int,
     rank: Ranker | None,
     counter: TokenCounter,
+    quota: bool = True,
 ) -> list[int]:
-    """The best-ranked segments, each with its neighbours, until the budget is spent; document order."""
+    """The best-ranked segments, each with its neighbours, until the budget is spent; document order.
+
+    Across documents: a document the question names comes first; otherwise, with ``quota``, each
+    document the rank found gets an even share of the budget for its best passages first."""
     position = {seg.id: i for i, seg in enumerate(segments)}
     ranked = [position[sid] for sid in (rank(question) if rank else []) if sid in position]
     # Unranked segments follow in document order, so a question with no matching words still reads the start.
@@ -303,14 +312,42 @@ def _focus(
         used += cost
         return True
 
-    top = set(ranked[:NEIGHBOURED])
-    for i in order:
+    def take_with_neighbours(i: int, top: set[int]) -> bool:
         if not take(i):
-            if used >= budget * 0.97:
-                break
-            continue  # a big segment did not fit; smaller ones may
+            return False
         if i in top:
             for j in (i - 1, i + 1):  # neighbours give the best passages their context
                 if 0 <= j < len(segments) and segments[j].document_id == segments[i].document_id:
                     take(j)
+        return True
+
+    documents = {seg.document_id for seg in segments}
+    named = named_documents(question, {seg.document_id: seg.document_name for seg in segments}) if len(documents) > 1 else set()
+    if named:  # "the Prolong agreement": its passages first, the others only with what is left
+        first = [i for i in order if segments[i].document_id in named]
+        order = first + [i for i in order if segments[i].document_id not in named]
+    elif quota and len(documents) > 1 and ranked:
+        # A quota: every document the rank found takes its best passages up to an even share of the
+        # budget before any takes more, so one long document cannot crowd the others out of a
+        # question about all of them. What a document leaves unspent goes to the rank below.
+        found = list(dict.fromkeys(segments[i].document_id for i in ranked))
+        share = budget / len(found)
+        spent = dict.fromkeys(found, 0)
+        best = {}
+        for i in ranked:
+            best.setdefault(segments[i].document_id, i)
+        for i in ranked:
+            doc = segments[i].document_id
+            if spent[doc] >= share:
+                continue
+            before = used
+            take_with_neighbours(i, {best[doc]})
+            spent[doc] += used - before
+
+    top = set(ranked[:NEIGHBOURED])
+    for i in order:
+        if not take_with_neighbours(i, top):
+            if used >= budget * 0.97:
+                break
+            continue  # a big segment did not fit; smaller ones may
     return sorted(chosen)

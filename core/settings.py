@@ -17,6 +17,7 @@ from typing import Any, Sequence
 ENV_PREFIX = "QUIRE_"
 DEFAULT_WINDOW = 8192  # tokens, until a runtime says (SmolLM2's own; a remote server that reports none)
 STRATEGIES = ("auto", "full", "focus", "sweep")  # how a question's context is chosen (see backend/context.py)
+RANKS = ("lexical", "hybrid")  # how focus ranks passages (see backend/ranking.py)
 
 
 def _opt(default: Any, help: str, *, flag: bool = True, choices: tuple | None = None) -> Any:
@@ -69,6 +70,16 @@ class Settings:
         "Context strategy: auto, full (everything fits), focus (most relevant passages), "
         "sweep (map-reduce over the whole corpus, for questions about every document).",
         choices=STRATEGIES,
+    )
+    rank: str = _opt(
+        "hybrid",
+        "How focus ranks passages for a question: 'lexical' (full-text search, bm25 over word stems) or 'hybrid' "
+        "(that fused with the bundled WordLlama embedding model by reciprocal rank).",
+        choices=RANKS,
+    )
+    document_quota: bool = _opt(
+        True, "Focus gives every document its rank found an even share of the window first, so one long document "
+        "cannot crowd the others out of a question about all of them."
     )
     model_timeout_s: int = _opt(
         300, "Longest silence from the CPU model's process before it counts as hung, is stopped and restarted, in "

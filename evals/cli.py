@@ -185,12 +185,17 @@ def _split(value: str, sep: str) -> list[str]:
 
 
 def _report(run, summary: dict, status: str, out_dir: Path) -> None:
-    headline = {k: summary.get(k) for k in ("score", "hit_rate", "f1", "items", "errors") if summary.get(k) is not None}
+    headline = {k: summary.get(k) for k in ("score", "hit_rate", "f1", "page_hit", "items", "errors")
+                if summary.get(k) is not None}
     print(f"run {run.id} ({run.kind}, {run.strategy}, {run.model}, window {run.window}): {status} {headline}")
     t = summary.get("timings", {})
     if t.get("answered"):
         print(f"  time to first token {t['ttft_s_mean']:.2f} s mean, prefill {t['prefill_tok_s']} tok/s, "
               f"decode {t['decode_tok_s']} tok/s, {t['wall_s_total']:.0f} s in all")
+    if ends := summary.get("answers"):
+        print(f"  answers ending verified {ends['verified']:.0%}, quoted only {ends['quoted']:.0%}, "
+              f"unsupported {ends['unsupported']:.0%} of {ends['answers']}; the checks took "
+              f"{ends['checks_share_of_wall'] if ends['checks_share_of_wall'] is not None else '-'} of the answer time")
     for name in summary.get("files", []):
         print(f"  {out_dir / name}")
 

@@ -231,12 +231,29 @@ class CuadEval:
             "absent_correct": overall[5], "items": len(results), "errors": overall[6],
             "contracts": len({r.get("contract") for r in results.values()}),
             "timings": timings(results.values()),
+            "answers": answer_shares(results.values()),
             "plots": ["categories.png"],
             "files": ["result.json", "categories.csv", "categories.md", "categories.png"],
         }
         results_json = {"categories": table, "overall": dict(zip(header, overall))}
         write_json(out_dir / "result.json", {"run": run.to_dict() | {"summary": summary}, "results": results_json, "items": results})
         return results_json, summary
+
+
+def answer_shares(results) -> dict[str, Any]:
+    """How the answers ended: the share whose best citation is verified, only quoted (found, not
+    supporting), or that no citation supports (unverified, missing or none); and the checks' cost."""
+    ok = [r for r in results if not r.get("error")]
+    if not ok:
+        return {}
+    ends = {"verified": 0, "quoted": 0, "unsupported": 0}
+    for r in ok:
+        statuses = {c.get("status") for c in r.get("citations", [])}
+        ends["verified" if "verified" in statuses else "quoted" if "quoted" in statuses else "unsupported"] += 1
+    checks = [r["checks_s"] for r in ok if r.get("checks_s") is not None]
+    walls = [r["wall_s"] for r in ok if r.get("checks_s") is not None and r.get("wall_s")]
+    return {**{k: round(v / len(ok), 4) for k, v in ends.items()}, "answers": len(ok),
+            "checks_share_of_wall": round(sum(checks) / sum(walls), 4) if walls and sum(walls) else None}
 
 
 def _row(name: str, rs: list[dict]) -> list[Any]:

@@ -11,7 +11,14 @@ sent hold its evidence:
   first or last 60 normalised characters), asked as a user would: the category's description
   from ``category_descriptions.csv`` ("Which state/country's law governs the interpretation of the contract?").
 
+- CUAD across documents (``cuad-cross``): five contracts in one session, and each category's
+  question asked of all of them ("Which of these agreements: ..."); the score is the share of the
+  contracts holding the clause whose span was sent. This is what per-document quotas are for.
+
 Evidence recall is hits over questions, reported with the share of the corpus that was sent.
+``--variants`` measures several rankings in one run on the same sessions (lexical or hybrid rank,
+with or without the per-document quota); ``--half a|b`` keeps the documents of one half of a
+fixed split by name, so a change tuned on one half is checked on the other.
 Minutes, not hours: documents are ingested once (a second run reuses the sessions) and only the
 tokenizer runs.
 """
@@ -20,16 +27,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.citations import normalise
+from core.errors import QuireError
 from core.settings import Settings
 from quire.api import Quire
 
 SPAN_PROBE = 60  # normalised characters of a clause span looked for in the passages sent
+GROUP = 5  # contracts in one session of the cuad-cross questions
+VARIANTS = {  # name -> the settings it changes
+    "lexical": {"rank": "lexical", "document_quota": False},
+    "lexical+quota": {"rank": "lexical", "document_quota": True},
+    "hybrid": {"rank": "hybrid", "document_quota": False},
+    "hybrid+quota": {"rank": "hybrid", "document_quota": True},
+}
 
 
 @dataclass
@@ -40,6 +56,8 @@ class Item:
     question: str
     pages: set[int] = field(default_factory=set)  # one-based evidence pages (FinanceBench)
     spans: list[str] = field(default_factory=list)  # labelled clause texts (CUAD)
+    documents: list[Path] = field(default_factory=list)  # the session's documents, when there are several
+    spans_by_document: dict[str, list[str]] = field(default_factory=dict)  # cuad-cross: file name -> its spans
 
 
 def financebench_items(folder: Path) -> list[Item]:
@@ -77,35 +95,88 @@ def cuad_items(folder: Path) -> list[Item]:
     return items
 
 
-def hit(item: Item, shown) -> bool:
-    if item.pages:
-        return any(s.locator.page in item.pages for s in shown)
-    texts = [normalise(s.text) for s in shown]
-    for span in item.spans:
+def cuad_cross_items(folder: Path) -> list[Item]:
+    """Sessions of GROUP contracts (in file order); per category held by two or more of them, one question."""
+    single = cuad_items(folder)
+    pdfs = list(dict.fromkeys(item.document for item in single))
+    items = []
+    for start in range(0, len(pdfs) - 1, GROUP):
+        group = pdfs[start:start + GROUP]
+        by_category: dict[str, dict[str, list[str]]] = {}
+        questions = {}
+        for item in single:
+            if item.document in group:
+                category = item.key.rsplit("__", 1)[-1]
+                by_category.setdefault(category, {})[item.document.name] = item.spans
+                questions[category] = item.question
+        for category, spans in by_category.items():
+            if len(spans) >= 2:
+                items.append(Item("cuad-cross", f"group{start // GROUP + 1}__{category}", group[0],
+                                  "Which of these agreements: " + questions[category], documents=group,
+                                  spans_by_document=spans))
+    return items
+
+
+def in_half(item: Item, half: str) -> bool:
+    """Whether the item's documents fall in ``half`` ('a' or 'b') of a fixed split by file name."""
+    if half not in ("a", "b"):
+        return True
+    key = ",".join(sorted(p.name for p in (item.documents or [item.document])))
+    return (hashlib.sha256(key.encode()).digest()[0] % 2 == 0) == (half == "a")
+
+
+def _found(spans: list[str], texts: list[str]) -> bool:
+    for span in spans:
         probe = normalise(span)
         if any(p and any(p in t for t in texts) for p in {probe[:SPAN_PROBE], probe[-SPAN_PROBE:]}):
             return True
     return False
 
 
+def score(item: Item, shown) -> float:
+    """1 or 0 for one document's evidence; for cuad-cross, the share of the documents whose span was sent."""
+    shown = list(shown)
+    if item.pages:
+        return float(any(s.locator.page in item.pages for s in shown))
+    if item.spans_by_document:
+        found = [_found(spans, [normalise(s.text) for s in shown if s.document_name == name])
+                 for name, spans in item.spans_by_document.items()]
+        return sum(found) / len(found)
+    return float(_found(item.spans, [normalise(s.text) for s in shown]))
+
+
+def hit(item: Item, shown) -> bool:
+    return score(item, shown) == 1.0
+
+
+def session_name(item: Item) -> str:
+    """One session per document (or per group of documents), named by their content, so runs share them."""
+    key = ",".join(p.name for p in (item.documents or [item.document]))
+    return "eval-evidence-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def measure(q: Quire, items: list[Item], progress=print) -> list[dict]:
-    sessions: dict[Path, str] = {}
+    ready: dict[str, bool] = {}
     rows = []
     for n, item in enumerate(items, 1):
-        session = sessions.get(item.document)
-        if session is None:
-            session = f"eval-evidence-{len(sessions) + 1}"
-            if not q.documents(q.session(session)):
-                (result,) = q.ingest(session, [item.document])
+        session = session_name(item)
+        if session not in ready:
+            files = item.documents or [item.document]
+            have = {d.name for d in q.documents(q.session(session))}
+            results = q.ingest(session, [f for f in files if f.name not in have]) if len(have) < len(files) else []
+            for result in results:
                 if result.status not in ("added", "duplicate"):
-                    progress(f"  {item.document.name}: {result.message}")
-                    continue
-            sessions[item.document] = session
+                    progress(f"  {result.name}: {result.message}")
+            ready[session] = all(r.status in ("added", "duplicate") for r in results)
+        if not ready[session]:
+            continue
         started = time.perf_counter()
         ctx = q.assemble(session, item.question, strategy="focus")
+        value = score(item, ctx.refs.values())
         rows.append({
-            "dataset": item.dataset, "key": item.key, "document": item.document.name, "hit": hit(item, ctx.refs.values()),
-            "share_seen": round(ctx.share_seen, 4), "narrowed": ctx.narrowed, "s": round(time.perf_counter() - started, 3),
+            "dataset": item.dataset, "key": item.key, "document": item.document.name, "hit": value == 1.0,
+            "score": round(value, 4), "share_seen": round(ctx.share_seen, 4), "narrowed": ctx.narrowed,
+            "s": round(time.perf_counter() - started, 3),
         })
         if n % 20 == 0:
             progress(f"  {n}/{len(items)} questions")
@@ -119,9 +190,9 @@ def summary(rows: list[dict]) -> dict:
         narrowed = [r for r in mine if r["narrowed"]]
         out[dataset] = {
             "questions": len(mine),
-            "recall": round(sum(r["hit"] for r in mine) / len(mine), 4),
+            "recall": round(sum(r.get("score", r["hit"]) for r in mine) / len(mine), 4),
             "narrowed": len(narrowed),
-            "recall_narrowed": round(sum(r["hit"] for r in narrowed) / len(narrowed), 4) if narrowed else None,
+            "recall_narrowed": round(sum(r.get("score", r["hit"]) for r in narrowed) / len(narrowed), 4) if narrowed else None,
             "share_seen_mean": round(sum(r["share_seen"] for r in mine) / len(mine), 4),
             "assemble_s_mean": round(sum(r["s"] for r in mine) / len(mine), 3),
         }
@@ -131,32 +202,53 @@ def summary(rows: list[dict]) -> dict:
 def add_parser(esub, parents: list[argparse.ArgumentParser]) -> None:
     p = esub.add_parser("evidence", parents=parents,
                         help="Evidence recall of focus on FinanceBench pages and CUAD clause spans (no generation).")
-    p.add_argument("--datasets", default="financebench,cuad", help="Comma-separated: financebench, cuad.")
+    p.add_argument("--datasets", default="financebench,cuad,cuad-cross",
+                   help="Comma-separated: financebench, cuad, cuad-cross.")
     p.add_argument("--path", type=Path, default=None, help="The corpus folder (default: the shared corpus).")
     p.add_argument("--limit", type=int, default=0, help="Only the first N questions of each dataset (0: all).")
+    p.add_argument("--half", choices=("a", "b", "all"), default="all",
+                   help="Only the documents of one half of a fixed split by file name (tune on one, check on the other).")
+    p.add_argument("--variants", default="",
+                   help=f"Comma-separated rankings to measure in one run: {', '.join(VARIANTS)} "
+                        "(default: the settings as given).")
     p.add_argument("--out", type=Path, default=None, help="Write every question's result and the summary here (JSON).")
 
 
-def run(settings: Settings, args, corpus: Path) -> int:
-    corpus = args.path or corpus
+def load_items(corpus: Path, datasets: str, *, limit: int = 0, half: str = "all") -> list[Item]:
     loaders = {"financebench": lambda: financebench_items(corpus / "financebench"),
-               "cuad": lambda: cuad_items(corpus / "contracts" / "cuad")}
+               "cuad": lambda: cuad_items(corpus / "contracts" / "cuad"),
+               "cuad-cross": lambda: cuad_cross_items(corpus / "contracts" / "cuad")}
     items: list[Item] = []
-    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        found = loaders[name]()
-        items += found[: args.limit] if args.limit else found
-    with Quire(settings.replace(workers=1)) as q:
-        window = q.runtime().context_window
-        started = time.perf_counter()
-        rows = measure(q, items, progress=lambda m: print(m, flush=True))
-        wall = time.perf_counter() - started
-    result = {"window": window, "wall_s": round(wall, 1), "summary": summary(rows)}
-    for dataset, s in result["summary"].items():
-        print(f"{dataset}: evidence recall {s['recall']:.1%} of {s['questions']} questions "
-              f"({s['recall_narrowed'] if s['recall_narrowed'] is not None else '-'} where the document overflows "
-              f"the window, {s['narrowed']} questions); {s['share_seen_mean']:.1%} of the document sent; "
-              f"window {window}")
-    print(f"{wall:.0f} s in all")
+    for name in [d.strip() for d in datasets.split(",") if d.strip()]:
+        if name not in loaders:
+            raise QuireError(f"Unknown dataset {name!r}.", hint=f"Choose from: {', '.join(loaders)}.")
+        found = [item for item in loaders[name]() if in_half(item, half)]
+        items += found[:limit] if limit else found
+    return items
+
+
+def run(settings: Settings, args, corpus: Path) -> int:
+    items = load_items(args.path or corpus, args.datasets, limit=args.limit, half=args.half)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()] or ["as given"]
+    unknown = [v for v in names if v != "as given" and v not in VARIANTS]
+    if unknown:
+        raise QuireError(f"Unknown variant {unknown[0]!r}.", hint=f"Choose from: {', '.join(VARIANTS)}.")
+    result: dict = {"half": args.half, "variants": {}}
+    for name in names:
+        changes = VARIANTS.get(name, {})
+        with Quire(settings.replace(workers=1, **changes)) as q:
+            window = q.runtime().context_window
+            started = time.perf_counter()
+            rows = measure(q, items, progress=lambda m: print(m, flush=True))
+            wall = time.perf_counter() - started
+        result["window"] = window
+        result["variants"][name] = {"settings": changes, "wall_s": round(wall, 1), "summary": summary(rows), "rows": rows}
+        for dataset, s in result["variants"][name]["summary"].items():
+            print(f"{name} · {dataset}: evidence recall {s['recall']:.1%} of {s['questions']} questions "
+                  f"({s['recall_narrowed'] if s['recall_narrowed'] is not None else '-'} where the corpus overflows "
+                  f"the window, {s['narrowed']} questions); {s['share_seen_mean']:.1%} of the corpus sent; "
+                  f"{s['assemble_s_mean']:.2f} s a question; window {window}, half {args.half}", flush=True)
+        print(f"{name}: {wall:.0f} s in all", flush=True)
     if args.out:
-        args.out.write_text(json.dumps(result | {"rows": rows}, indent=1))
+        args.out.write_text(json.dumps(result, indent=1))
     return 0

@@ -108,6 +108,8 @@ class Runner:
             **usage_facts(t),
             "decode_s": round(max(0.0, t.total_s - t.ttft_s), 4),
             "share_seen": t.meta.get("share_seen"),
+            "support": t.meta.get("support"),  # verified | unsupported | no_evidence (backend.citations.verdict)
+            "checks_s": t.meta.get("checks_s"),
             "narrowed": t.meta.get("narrowed"),
             "notes": t.meta.get("notes", []),
             "wall_s": round(time.perf_counter() - started, 3),

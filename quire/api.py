@@ -35,6 +35,7 @@ from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
 from backend.expansion import expand
+from backend.ranking import Embedder, fuse
 from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.repetition import generate_guarded, kept_text
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
@@ -54,6 +55,7 @@ __all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "ST
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 WAIT_REPORT_S = 5.0  # a waiting asker hears where it stands at least this often
+RANKED = 500  # passages each rank keeps for focus (more than any window holds)
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Quire:
         self._lock = threading.RLock()
         self._asking = AskQueue()
         self._answering: str | None = None  # the asker whose question holds the model now
+        self._embedder = Embedder()  # the model loads with the first hybrid-ranked question
 
     # -- resources ---------------------------------------------------------------
     def _database(self) -> Database:
@@ -351,14 +354,20 @@ class Quire:
         """Token counts of rendered passages, remembered per runtime across questions."""
         return self._counters.setdefault(id(rt), TokenCounter(rt))
 
-    def _ranking(self, info: SessionRecord, question: str) -> Callable[[], list[int]]:
-        """The session's passages ranked for the question, searched once however often it is asked for."""
-        return functools.cache(lambda: [sid for sid, _ in self.search(info, expand(question), limit=500)])
+    def _ranking(self, info: SessionRecord, question: str, segments: Sequence[SegmentRecord]) -> Callable[[], list[int]]:
+        """The session's passages ranked for the question (``settings.rank``: lexical, or fused with the
+        embedding rank), searched once however often it is asked for."""
+        def ranked() -> list[int]:
+            lexical = [sid for sid, _ in self.search(info, expand(question), limit=RANKED)]
+            if self.settings.rank == "lexical":
+                return lexical
+            return fuse(lexical, self._embedder.rank(question, segments, limit=RANKED))[:RANKED]
+        return functools.cache(ranked)
 
     def _assemble(self, info: SessionRecord, segments: list[SegmentRecord], question: str,
                   strategy: str, ranking: Callable[[], list[int]] | None = None) -> AssembledContext:
         rt = self.runtime()
-        ranking = ranking or self._ranking(info, question)
+        ranking = ranking or self._ranking(info, question, segments)
         return assemble(
             segments,
             question,
@@ -368,6 +377,7 @@ class Quire:
             rank=lambda _question: ranking(),
             counter=self._counter(rt),
             image_path=self.image,
+            quota=self.settings.document_quota,
         )
 
     def ask(self, session: SessionRef, question: str, *, strategy: str | None = None,
@@ -408,7 +418,7 @@ class Quire:
             repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
         )
         segments = self._segments(info)
-        ranking = self._ranking(info, question)  # focus and the evidence list share one search
+        ranking = self._ranking(info, question, segments)  # focus and the evidence list share one search
         ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested, ranking)
         use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
         parts: list[str] = []

@@ -53,6 +53,18 @@ def test_answer_contains_planted_fact_and_cites_its_page(q, tmp_path):
     assert "<mark>vault</mark>" in answer.evidence[0]["html"]
 
 
+def test_an_answer_that_cites_nothing_is_matched_to_the_passage_it_rests_on(q, tmp_path):
+    """The small model often gives the fact without an [S..] id: the check then finds the passage."""
+    (result,) = q.ingest("audit", [planted_pdf(tmp_path / "review.pdf")])
+    assert result.status == "added", result.message
+    answer = q.answer("audit", "What is the vault access code? Answer with the number only.")
+    assert "7351" in answer.text
+    assert "[S" not in answer.text, "the model cited an id itself: this question no longer exercises the fallback"
+    (matched,) = [c for c in answer.turn.citations if c.origin == "matched"]
+    assert matched.status == "verified" and matched.locator.page == 2 and "7351" in matched.quote
+    assert answer.turn.meta["support"] == "verified"
+
+
 def test_follow_up_reuses_the_prefix_and_a_new_process_sees_the_turn(q, tmp_path, settings):
     pdf = planted_pdf(tmp_path / "review.pdf")
     q.ingest("audit", [pdf])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.document import Locator
 from core.records import SegmentRecord
 from evals import evidence
@@ -48,3 +50,24 @@ def test_a_financial_question_is_expanded_with_the_words_statements_use():
     assert expand(q).startswith(q)
     assert "purchases of property plant equipment" in expand(q) and "operating activities" in expand(q)
     assert expand("Which state's law governs the contract?") == "Which state's law governs the contract?"
+
+
+def test_cross_document_questions_and_the_held_out_halves(corpus):
+    cross = evidence.cuad_cross_items(corpus / "contracts" / "cuad")
+    assert cross and all(len(i.documents) >= 2 and len(i.spans_by_document) >= 2 for i in cross)
+    assert all(i.question.startswith("Which of these agreements: ") for i in cross)
+    everything = evidence.load_items(corpus, "financebench,cuad,cuad-cross")
+    a = evidence.load_items(corpus, "financebench,cuad,cuad-cross", half="a")
+    b = evidence.load_items(corpus, "financebench,cuad,cuad-cross", half="b")
+    assert len(a) + len(b) == len(everything) and a and b
+    singles = lambda items: {i.document.name for i in items if not i.documents}  # noqa: E731
+    assert singles(a) and singles(b) and not singles(a) & singles(b)  # no document is in both halves
+
+
+def test_a_cross_question_scores_the_share_of_documents_whose_clause_was_sent():
+    law = "This Agreement shall be governed by the laws of the State of New York, without regard to conflicts."
+    item = evidence.Item("cuad-cross", "k", None, "q", spans_by_document={"a.pdf": [law], "b.pdf": [law]})
+    sent = seg("Section 9. " + law, 3)
+    assert evidence.score(item, [sent]) == 0.0  # the passage is d.pdf's, not a.pdf's or b.pdf's
+    assert evidence.score(item, [replace(sent, document_name="a.pdf")]) == 0.5
+    assert evidence.score(item, [replace(sent, document_name="a.pdf"), replace(sent, document_name="b.pdf")]) == 1.0
