@@ -72,9 +72,10 @@ class Settings:
         choices=STRATEGIES,
     )
     rank: str = _opt(
-        "hybrid",
-        "How focus ranks passages for a question: 'lexical' (full-text search, bm25 over word stems) or 'hybrid' "
-        "(that fused with the bundled WordLlama embedding model by reciprocal rank).",
+        "lexical",
+        "How focus ranks passages for a question: 'lexical' (full-text search, bm25 over word stems, the query "
+        "expanded with the words filings use) or 'hybrid' (that fused with the bundled WordLlama embedding model by "
+        "reciprocal rank; measured by `app.py eval evidence`, it gained nothing reliable on contracts and filings).",
         choices=RANKS,
     )
     document_quota: bool = _opt(

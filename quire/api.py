@@ -35,7 +35,7 @@ from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
 from backend.expansion import expand
-from backend.ranking import Embedder, fuse
+from backend.ranking import EMBEDDING_WEIGHT, Embedder, fuse
 from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.repetition import generate_guarded, kept_text
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
@@ -320,8 +320,8 @@ class Quire:
     def budget(self, session: SessionRef, *, exact: bool = False) -> Budget:
         """Tokens per document against the window, before anything is sent.
 
-        Stored counts are ingest-time estimates; ``exact`` recounts with the
-        runtime's own tokenizer (which loads the model).
+        Stored counts are ingest-time estimates, scaled by how the runtime's tokenizer has counted the
+        passages it was sent so far; ``exact`` recounts with that tokenizer (which loads the model).
         """
         info = self.session(session, create=False)
         docs = self.documents(info)
@@ -329,7 +329,8 @@ class Quire:
             window = self.runtime().context_window
         else:  # before the model is loaded: what the chosen runtime defaults to
             window = self.settings.context_window or runtime_class(resolve_name(self.settings)).DEFAULT_WINDOW
-        rows = [(d.name, d.tokens) for d in docs]
+        scale = self._counter(self._runtime).scale() if self._runtime else 1.0
+        rows = [(d.name, round(d.tokens * scale)) for d in docs]
         if exact:
             rt = self.runtime()
             per_doc: dict[int, int] = {}
@@ -361,7 +362,8 @@ class Quire:
             lexical = [sid for sid, _ in self.search(info, expand(question), limit=RANKED)]
             if self.settings.rank == "lexical":
                 return lexical
-            return fuse(lexical, self._embedder.rank(question, segments, limit=RANKED))[:RANKED]
+            semantic = self._embedder.rank(question, segments, limit=RANKED)
+            return fuse(lexical, semantic, weights=[1.0, EMBEDDING_WEIGHT])[:RANKED]
         return functools.cache(ranked)
 
     def _assemble(self, info: SessionRecord, segments: list[SegmentRecord], question: str,

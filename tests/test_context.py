@@ -63,3 +63,27 @@ def test_real_contract_prompt_always_fits_the_window(settings, corpus):
         for strategy in ("full", "focus"):
             ctx = q.assemble("c", "What is the governing law of this agreement?", strategy=strategy)
             assert rt.count_prompt(ctx.prompt) + 96 <= rt.context_window, strategy
+
+
+def test_a_filing_full_of_numbers_fills_the_window_and_reports_its_true_size(settings, corpus):
+    """cl100k (the ingest estimate) reads digits three at a time, SmolLM2 one at a time: the totals must
+    not trust the estimate, and full over the window must not fall short of what focus sends."""
+    from backend.context import TokenCounter, ref_id
+    from quire.api import Quire
+
+    pdf = corpus / "financebench" / "pdfs" / "AMCOR_2023Q4_EARNINGS.pdf"
+    with Quire(settings.replace(context_window=2048, workers=1)) as q:
+        (result,) = q.ingest("filing", [pdf])
+        assert result.status == "added", result.message
+        segments = q.segments("filing")
+        count = TokenCounter(q.runtime())
+        exact = sum(count(ref_id(i), s) for i, s in enumerate(segments))
+        estimated = sum(s.tokens for s in segments)
+        assert exact > 1.2 * estimated  # the case this test is about
+        for strategy in ("full", "focus"):
+            ctx = q.assemble("filing", "What was the adjusted EBITDA in the fourth quarter?", strategy=strategy)
+            assert ctx.narrowed and ctx.tokens_used >= 0.8 * ctx.budget, (strategy, ctx.tokens_used, ctx.budget)
+            assert abs(ctx.tokens_total - exact) < 0.1 * exact, (ctx.tokens_total, exact)
+            assert ctx.share_seen < 0.1
+        (doc,) = q.budget("filing").documents  # the gauge, after a question: scaled like the prompt
+        assert abs(doc[1] - exact) < 0.1 * exact
