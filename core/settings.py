@@ -78,6 +78,10 @@ class Settings:
         "reciprocal rank; measured by `app.py eval evidence`, it gained nothing reliable on contracts and filings).",
         choices=RANKS,
     )
+    expand_queries: bool = _opt(
+        True, "Focus adds to a question the words its kind of document uses for what it names (\"capex\": purchases "
+        "of property, plant and equipment; \"governing law\": governed by the laws of), see backend/expansion.py."
+    )
     document_quota: bool = _opt(
         True, "Focus gives every document its rank found an even share of the window first, so one long document "
         "cannot crowd the others out of a question about all of them."

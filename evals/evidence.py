@@ -41,6 +41,7 @@ from quire.api import Quire
 SPAN_PROBE = 60  # normalised characters of a clause span looked for in the passages sent
 GROUP = 5  # contracts in one session of the cuad-cross questions
 VARIANTS = {  # name -> the settings it changes
+    "lexical-unexpanded": {"rank": "lexical", "document_quota": False, "expand_queries": False},
     "lexical": {"rank": "lexical", "document_quota": False},
     "lexical+quota": {"rank": "lexical", "document_quota": True},
     "hybrid": {"rank": "hybrid", "document_quota": False},
@@ -115,6 +116,14 @@ def cuad_cross_items(folder: Path) -> list[Item]:
                                   "Which of these agreements: " + questions[category], documents=group,
                                   spans_by_document=spans))
     return items
+
+
+def cuad_terse_items(folder: Path) -> list[Item]:
+    """The CUAD questions as a user types them in a hurry: the category's name, not its description
+    ("What does the contract say about governing law?"). This is what query expansion is for."""
+    return [Item("cuad-terse", item.key, item.document,
+                 f"What does the contract say about {item.key.rsplit('__', 1)[-1].lower()}?", spans=item.spans)
+            for item in cuad_items(folder)]
 
 
 def in_half(item: Item, half: str) -> bool:
@@ -203,7 +212,7 @@ def add_parser(esub, parents: list[argparse.ArgumentParser]) -> None:
     p = esub.add_parser("evidence", parents=parents,
                         help="Evidence recall of focus on FinanceBench pages and CUAD clause spans (no generation).")
     p.add_argument("--datasets", default="financebench,cuad,cuad-cross",
-                   help="Comma-separated: financebench, cuad, cuad-cross.")
+                   help="Comma-separated: financebench, cuad, cuad-cross, cuad-terse.")
     p.add_argument("--path", type=Path, default=None, help="The corpus folder (default: the shared corpus).")
     p.add_argument("--limit", type=int, default=0, help="Only the first N questions of each dataset (0: all).")
     p.add_argument("--half", choices=("a", "b", "all"), default="all",
@@ -217,7 +226,8 @@ def add_parser(esub, parents: list[argparse.ArgumentParser]) -> None:
 def load_items(corpus: Path, datasets: str, *, limit: int = 0, half: str = "all") -> list[Item]:
     loaders = {"financebench": lambda: financebench_items(corpus / "financebench"),
                "cuad": lambda: cuad_items(corpus / "contracts" / "cuad"),
-               "cuad-cross": lambda: cuad_cross_items(corpus / "contracts" / "cuad")}
+               "cuad-cross": lambda: cuad_cross_items(corpus / "contracts" / "cuad"),
+               "cuad-terse": lambda: cuad_terse_items(corpus / "contracts" / "cuad")}
     items: list[Item] = []
     for name in [d.strip() for d in datasets.split(",") if d.strip()]:
         if name not in loaders:

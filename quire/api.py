@@ -359,7 +359,8 @@ class Quire:
         """The session's passages ranked for the question (``settings.rank``: lexical, or fused with the
         embedding rank), searched once however often it is asked for."""
         def ranked() -> list[int]:
-            lexical = [sid for sid, _ in self.search(info, expand(question), limit=RANKED)]
+            query = expand(question) if self.settings.expand_queries else question
+            lexical = [sid for sid, _ in self.search(info, query, limit=RANKED)]
             if self.settings.rank == "lexical":
                 return lexical
             semantic = self._embedder.rank(question, segments, limit=RANKED)

@@ -70,3 +70,12 @@ def cpu_runtime(tmp_path_factory):
     rt.start()
     yield rt
     rt.shutdown()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ARG001 - pytest's hook signature
+    """Marks a test whose body failed (``item.failed_call``), so a fixture can keep evidence (a screenshot)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.failed_call = True

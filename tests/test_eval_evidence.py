@@ -43,13 +43,16 @@ def test_focus_is_measured_on_a_real_contract(settings, corpus):
     assert summary["questions"] == 4 and 0 <= summary["recall"] <= 1
 
 
-def test_a_financial_question_is_expanded_with_the_words_statements_use():
+def test_a_question_is_expanded_with_the_words_statements_and_contracts_use():
     from backend.expansion import expand
 
     q = "What is the FY2018 capex for 3M, from the cash flow statement?"
     assert expand(q).startswith(q)
     assert "purchases of property plant equipment" in expand(q) and "operating activities" in expand(q)
-    assert expand("Which state's law governs the contract?") == "Which state's law governs the contract?"
+    law = expand("What is the governing law?")
+    assert law.startswith("What is the governing law?") and "governed by" in law and "laws of the state" in law
+    assert "assignment" in expand("Can the agreement be assigned?") and "consent" in expand("Can it be assigned?")
+    assert expand("What did the teams report?") == "What did the teams report?"
 
 
 def test_cross_document_questions_and_the_held_out_halves(corpus):

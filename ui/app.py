@@ -66,7 +66,7 @@ def build_app(quire: Quire) -> gr.Blocks:
                 runs = evals.build()
             with gr.Tab("Settings", id="settings"):
                 settings_panel.build(quire.settings, quire.runtime_name())
-        app.load(sessions.initial, None, session, api_name="sessions")
+        app.load(sessions.initial, None, [sessions.dropdown, session], api_name="sessions")
         app.load(_tab_from_url, None, tabs, api_visibility="private")
         app.load(evals.rows, None, runs, api_visibility="private")
     return app

@@ -129,7 +129,7 @@ class ChatTab:
         )
 
     # -- layout -------------------------------------------------------------------
-    def build(self, session: gr.Dropdown, summary: gr.Markdown, summarize) -> None:
+    def build(self, session: gr.Textbox, summary: gr.Markdown, summarize) -> None:
         citations = gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):

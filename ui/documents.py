@@ -108,10 +108,10 @@ class DocumentsTab:
         return self.view(session)
 
     # -- layout -----------------------------------------------------------------------
-    def build(self, session: gr.Dropdown, summary: gr.Markdown, summarize) -> None:
+    def build(self, session: gr.Textbox, summary: gr.Markdown, summarize) -> None:
         with gr.Row():
             with gr.Column(scale=3):
-                files = gr.File(label="Add files", file_count="multiple", type="filepath", height=160)
+                files = gr.File(label="Add files", file_count="multiple", type="filepath", height=160, elem_id="documents-upload")
                 gr.Markdown(FILE_HINT, elem_classes=["quire-hint"])
             with gr.Column(scale=2):
                 password = gr.Textbox(label="PDF password", type="password",
@@ -128,7 +128,7 @@ class DocumentsTab:
         gauge = gr.HTML(elem_id="token-gauge")
         table = gr.Dataframe(
             headers=render.DOCUMENT_HEADERS, datatype=["str", "str", "number", "number", "number", "str", "str"],
-            label="Documents in this session", interactive=False, wrap=True, column_count=7,
+            label="Documents in this session", interactive=False, wrap=True, column_count=7, elem_id="documents-table",
         )
         with gr.Row(equal_height=True):
             pick = gr.Dropdown(label="Document", choices=[], scale=4, allow_custom_value=True,
@@ -138,10 +138,11 @@ class DocumentsTab:
         view = [table, gauge, pick]
         retry_outputs = [retry_row, retry_pick]
         added = add.click(self.ingest, [session, files, password], [report, *view, failed, *retry_outputs, files],
-                          api_name="ingest", concurrency_limit=1)
+                          api_name="ingest", concurrency_limit=1, show_progress_on=[report])
         stop.click(self.stop, None, report, queue=False, api_name="stop_ingest")
         retried = retry.click(self.retry, [session, failed, retry_pick, retry_password],
-                              [report, *view, failed, *retry_outputs, retry_password], api_name="retry_ingest")
+                              [report, *view, failed, *retry_outputs, retry_password], api_name="retry_ingest",
+                              show_progress_on=[report])
         removed = remove.click(self.remove, [session, pick], view, api_name="remove_document")
         table.select(self.pick_row, session, pick, api_visibility="private")
         session.change(self.view, session, view, api_name="documents")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 from typing import Callable, TypeVar
 
@@ -26,7 +27,7 @@ def user_errors(fn: F) -> F:
             try:
                 yield from fn(*args, **kwargs)
             except QuireError as exc:
-                raise gr.Error(exc.user_message()) from exc
+                raise _error(exc) from exc
 
         return gen_wrapper  # type: ignore[return-value]
 
@@ -35,6 +36,16 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except QuireError as exc:
-            raise gr.Error(exc.user_message()) from exc
+            raise _error(exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(exc: QuireError) -> gr.Error:
+    # The toast renders HTML, and a message may quote what the user typed or a file's name.
+    return gr.Error(html.escape(exc.user_message(), quote=False), print_exception=False)
+
+
+def warn(exc: QuireError) -> None:
+    """Show the error as a warning toast without ending the handler (it can then put things back)."""
+    gr.Warning(html.escape(exc.user_message(), quote=False))

@@ -54,7 +54,7 @@ class ExportTab:
             note += f" The zip holds it with {len(written) - 1} highlighted PDF{'s' if len(written) > 2 else ''}."
         return files, note
 
-    def build(self, session: gr.Dropdown) -> None:
+    def build(self, session: gr.Textbox) -> None:
         gr.Markdown("Write every question of this session with its answer, citations and quotes. "
                     "PDF sources can come with copies whose cited regions are highlighted.")
         with gr.Row(equal_height=True):

@@ -1,11 +1,18 @@
-"""The session bar: pick, create, rename and delete sessions; the last one used is remembered."""
+"""The session bar: pick, create, rename and delete sessions; the last one used is remembered.
+
+The session shown is held in a hidden textbox (:attr:`SessionBar.current`; hidden, not a
+``gr.State``, so the handlers' API endpoints still take the session's name), which the tabs read and
+listen to. The dropdown only reflects it: its own ``change`` event also fires for the updates the
+server sends it, and several tabs answering those raced with it in the browser into a loop of
+reloads (seen after Create). A user's pick is the dropdown's ``input`` event."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from core.errors import QuireError
 from quire.api import Quire
-from ui.errors import user_errors
+from ui.errors import user_errors, warn
 from ui.render import md_escape, plural
 
 STATE_KEY = "ui"
@@ -38,13 +45,13 @@ class SessionBar:
             self.q.session(DEFAULT_SESSION)
             names = [DEFAULT_SESSION]
         current = self.remembered() or names[0]
-        return gr.update(choices=names, value=current)
+        return gr.update(choices=names, value=current), current
 
     @user_errors
     def create(self, name: str):
         info = self.q.session(name)
         self.remember(info.name)
-        return gr.update(choices=self.names(), value=info.name), ""
+        return gr.update(choices=self.names(), value=info.name), "", info.name
 
     @user_errors
     def rename(self, current: str, new_name: str):
@@ -52,7 +59,7 @@ class SessionBar:
             raise gr.Error("Pick a session to rename first.")
         info = self.q.rename_session(current, new_name)
         self.remember(info.name)
-        return gr.update(choices=self.names(), value=info.name), ""
+        return gr.update(choices=self.names(), value=info.name), "", info.name
 
     @user_errors
     def delete(self, current: str):
@@ -62,15 +69,31 @@ class SessionBar:
         names = self.names()
         value = names[0] if names else None
         self.remember(value)
-        return gr.update(choices=names, value=value), *_confirm_hidden()
+        return gr.update(choices=names, value=value), *_confirm_hidden(), value
+
+    def pick(self, name: str | None, current: str | None):
+        """The user picked (or typed) a session in the dropdown: show it, or make it when it is new.
+        A name that cannot be a session says why, and the dropdown goes back to the one shown."""
+        name = (name or "").strip()
+        if not name or name == current:
+            return gr.update(value=current), gr.skip()
+        if name not in self.names():
+            try:
+                self.q.session(name)
+            except QuireError as exc:
+                warn(exc)
+                return gr.update(value=current), gr.skip()
+        self.remember(name)
+        return gr.update(choices=self.names(), value=name), name
 
     @user_errors
     def select(self, name: str | None) -> str:
-        self.remember(name)
         return _summary(self.q, name)
 
     # -- layout ---------------------------------------------------------------------
-    def build(self) -> gr.Dropdown:
+    def build(self) -> gr.Textbox:
+        """The bar; returns the hidden box holding the name of the session shown (the tabs' input)."""
+        self.current = gr.Textbox(visible=False, label="Session shown")
         with gr.Row(equal_height=True, elem_id="session-bar"):
             self.dropdown = gr.Dropdown(
                 label="Session", choices=[], value=None, scale=3, min_width=220, allow_custom_value=True,
@@ -87,16 +110,20 @@ class SessionBar:
             cancel = gr.Button("Keep it", scale=0, min_width=110)
         self.summary = gr.Markdown(elem_id="session-summary")
 
-        create.click(self.create, self.new_name, [self.dropdown, self.new_name], api_name="create_session")
-        self.new_name.submit(self.create, self.new_name, [self.dropdown, self.new_name], api_visibility="private")
-        renaming = ([self.dropdown, self.rename_to], [self.dropdown, self.rename_to])
+        creating = ([self.new_name], [self.dropdown, self.new_name, self.current])
+        create.click(self.create, *creating, api_name="create_session")
+        self.new_name.submit(self.create, *creating, api_visibility="private")
+        renaming = ([self.current, self.rename_to], [self.dropdown, self.rename_to, self.current])
         rename.click(self.rename, *renaming, api_name="rename_session")
         self.rename_to.submit(self.rename, *renaming, api_visibility="private")
-        delete.click(_ask_confirm, self.dropdown, [confirm_row, confirm_text], api_visibility="private")
+        delete.click(_ask_confirm, self.current, [confirm_row, confirm_text], api_visibility="private")
         cancel.click(lambda: _confirm_hidden()[0], None, confirm_row, api_visibility="private")
-        confirm.click(self.delete, self.dropdown, [self.dropdown, confirm_row, confirm_text], api_name="delete_session")
-        self.dropdown.change(self.select, self.dropdown, self.summary, api_name="select_session")
-        return self.dropdown
+        confirm.click(self.delete, self.current, [self.dropdown, confirm_row, confirm_text, self.current],
+                      api_name="delete_session")
+        self.dropdown.input(self.pick, [self.dropdown, self.current], [self.dropdown, self.current],
+                            api_visibility="private")
+        self.current.change(self.select, self.current, self.summary, api_name="select_session")
+        return self.current
 
     def refresh_summary(self, name: str | None) -> str:
         return _summary(self.q, name)
