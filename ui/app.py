@@ -1,6 +1,6 @@
 """The web UI: one :class:`quire.api.Quire` behind a Gradio Blocks app.
 
-``build_app`` lays the tabs out and wires them; ``serve`` launches it. Nothing
+``build_app`` lays the tabs out and wires them; ``server.app`` serves it with the API beside it. Nothing
 runs at import: the database opens when the first page loads, the model on the
 first question.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 
 import gradio as gr
-from starlette.middleware import Middleware
 
 from core.settings import Settings
 from quire.api import Quire
@@ -18,7 +17,7 @@ from ui import settings_panel
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
 from ui.evals import EvalsTab
-from ui.export import ExportTab, export_dir
+from ui.export import ExportTab
 from ui.sessions import SessionBar
 
 TITLE = "Quire"
@@ -135,23 +134,3 @@ class HostAllowList:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-def serve(settings: Settings) -> None:
-    """Launch the UI on ``settings.host``/``settings.port`` until interrupted."""
-    with Quire(settings) as quire:
-        app = build_app(quire)
-        exports = export_dir(quire)
-        exports.mkdir(parents=True, exist_ok=True)
-        quire.warm_ingest()
-        app.queue(default_concurrency_limit=4).launch(
-            server_name=settings.host,
-            server_port=settings.port,
-            show_error=True,
-            allowed_paths=[str(exports)],
-            theme=theme(),
-            css=CSS,
-            footer_links=["api", "settings"],
-            quiet=settings.log_level not in ("debug", "info"),
-            app_kwargs={"middleware": [Middleware(HostAllowList, names=allowed_hosts(settings))]},
-        )

@@ -7,14 +7,15 @@ import gradio as gr
 from quire.api import Quire
 from ui.errors import user_errors
 from ui.render import md_escape, plural
+from ui.users import UserScoped
 
 STATE_KEY = "ui"
 DEFAULT_SESSION = "My documents"
 
 
-class SessionBar:
+class SessionBar(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
 
     # -- plain handlers (also API endpoints) ------------------------------------
     def names(self) -> list[str]:
