@@ -6,9 +6,13 @@ Nothing runs at import; :func:`serve` builds it and runs it under uvicorn until 
 
 from __future__ import annotations
 
+import json
+import re
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+import gradio.utils
 import uvicorn
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -23,26 +27,64 @@ from ui.export import export_dir
 FILE_ROUTE = "/gradio_api/file="
 
 
-class ExportGuard:
-    """ASGI middleware: a report the UI wrote under ``exports/<user id>/`` goes to that user only (Gradio's
-    file route would hand any allowed path to anyone logged in)."""
+class FileGuard:
+    """ASGI middleware: Gradio's file route hands out only what was handed to the asking user.
 
-    def __init__(self, app, root: Path) -> None:
-        self.app, self.root = app, root.resolve()
+    Gradio copies every file a handler returns or a browser uploads into its cache and serves it by path to
+    anyone logged in. This notes the cache paths in each user's own responses (the event stream, uploads) and
+    answers 404 for any other; a report under ``exports/<user id>/`` goes to that user only. What one process
+    handed out it knows itself: behind a balancer, keep a browser on one process (sticky sessions)."""
+
+    MAX_PATHS = 20000  # per process; the oldest are forgotten first
+
+    def __init__(self, app, exports: Path, cache: Path) -> None:
+        self.app, self.exports, self.cache = app, exports.resolve(), cache.resolve()
+        self._mentioned = re.compile(r'"(' + re.escape(str(cache)) + r'(?:[^"\\]|\\.)*)"')
+        self._handed: OrderedDict[tuple[int, str], None] = OrderedDict()
+
+    def _note(self, user_id: int, body: bytes) -> None:
+        for found in self._mentioned.finditer(body.decode("utf-8", "replace")):
+            try:
+                path = str(Path(json.loads(f'"{found.group(1)}"')).resolve())
+            except ValueError:
+                continue
+            self._handed[(user_id, path)] = None
+            self._handed.move_to_end((user_id, path))
+            while len(self._handed) > self.MAX_PATHS:
+                self._handed.popitem(last=False)
+
+    def _allowed(self, user, wanted: Path) -> bool:
+        if wanted.is_relative_to(self.exports):
+            return user is not None and wanted.is_relative_to(self.exports / str(user.id))
+        if wanted.is_relative_to(self.cache):
+            return user is not None and (user.id, str(wanted)) in self._handed
+        return True  # Gradio's own checks decide (its static files, allowed paths)
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(FILE_ROUTE):
-            wanted = Path(path[len(FILE_ROUTE):]).resolve()
-            user = scope.get("state", {}).get("quire_user")
-            if wanted.is_relative_to(self.root) and (user is None or not wanted.is_relative_to(self.root / str(user.id))):
+        if scope["type"] != "http" or not path.startswith("/gradio_api/"):
+            return await self.app(scope, receive, send)
+        user = scope.get("state", {}).get("quire_user")
+        if path.startswith(FILE_ROUTE):
+            if not self._allowed(user, Path(path[len(FILE_ROUTE):]).resolve()):
                 body = b'{"error": {"message": "No such file.", "hint": ""}}'
                 await send({"type": "http.response.start", "status": 404,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
                 return
-        await self.app(scope, receive, send)
+            return await self.app(scope, receive, send)
+        if user is None:
+            return await self.app(scope, receive, send)
+        # read the answers as written: without compression (Gradio compresses with brotli where asked to)
+        scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers", ()) if k != b"accept-encoding"])
+
+        async def noting(message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                self._note(user.id, message["body"])
+            await send(message)
+
+        await self.app(scope, receive, noting)
 
 
 def _user_name(request: Request) -> str | None:
@@ -63,8 +105,8 @@ def build(quire: Quire) -> FastAPI:
         app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS,
         footer_links=["api", "settings"], show_error=True, max_file_size=settings.max_file_mb << 20,
     )
-    app.add_middleware(ExportGuard, root=exports)
-    app.add_middleware(Gate, quire=quire, settings=settings)  # added last but one: runs before ExportGuard
+    app.add_middleware(FileGuard, exports=exports, cache=Path(gradio.utils.get_upload_folder()))
+    app.add_middleware(Gate, quire=quire, settings=settings)  # added after FileGuard: runs before it
     app.add_middleware(HostAllowList, names=allowed_hosts(settings))  # outermost: a bad Host gets nothing
     return app
 

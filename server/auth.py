@@ -35,7 +35,8 @@ COOKIE = "quire_session"
 COOKIE_MAX_AGE_S = 14 * 24 * 3600
 SECRET_KEY = "server"  # app state key of the cookie signing key
 OPEN_PATHS = ("/login", "/logout", "/favicon.ico")  # answered without a user
-API_PREFIXES = ("/api/", "/v1/", "/gradio_api/")  # programs: 401 JSON, never a redirect to a form
+API_PREFIXES = ("/api/", "/v1/", "/gradio_api/")  # programs: 401 JSON, never a redirect to a form (nor a page
+# request that does not ask for HTML)
 
 
 def loopback(host: str) -> bool:
@@ -193,7 +194,8 @@ class Gate:
         if user is None and path not in OPEN_PATHS:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
-            if path.startswith(API_PREFIXES) or scope.get("method") != "GET":
+            wants_page = "text/html" in _headers(scope).get("accept", "")
+            if path.startswith(API_PREFIXES) or scope.get("method") != "GET" or not wants_page:
                 return await _json(send, 401, {"error": {"message": why, "hint": "Send Authorization: Bearer "
                                                          "TOKEN (`python app.py tokens create NAME`), or log in."}})
             target = path + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")

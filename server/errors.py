@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from core.errors import AccessDenied, BackendError, InvalidName, NotAuthenticated, NotFound, QuireError, TooLarge
 
@@ -27,6 +28,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(QuireError)
     async def quire_error(request: Request, exc: QuireError) -> JSONResponse:
         return JSONResponse(error_body(exc), status_code=status_of(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # no such route, wrong method
+        return JSONResponse({"error": {"message": str(exc.detail), "hint": "See /api/v1/openapi.json.",
+                                       "type": "HTTPError"}}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

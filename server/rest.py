@@ -49,16 +49,24 @@ class TokenIn(BaseModel):
     name: str = Field("token", description="What the token is for")
 
 
+OWNER_MARK = "~"  # in a URL, OWNER~NAME is the session NAME of user OWNER (a "/" would split the path)
+
+
 def acting(request: Request) -> Quire:
     """The request's user's view of Quire."""
     return request.app.state.quire.as_user(request.state.quire_user)
+
+
+def session_ref(name: str) -> str:
+    """The name Quire takes (OWNER/NAME) for the one in a URL (OWNER~NAME); ``~`` is in no session's name."""
+    return name.replace(OWNER_MARK, "/", 1)
 
 
 # -- what goes out ----------------------------------------------------------------------
 def session_json(s: SessionRecord) -> dict[str, Any]:
     return {"name": s.name, "owner": s.owner, "role": s.role, "documents": s.documents, "tokens": s.tokens,
             "turns": s.turns, "settings": s.settings,
-            "path": s.name if s.role == "owner" else f"{s.owner}/{s.name}"}
+            "path": s.name if s.role == "owner" else f"{s.owner}{OWNER_MARK}{s.name}"}  # its name in URLs
 
 
 def document_json(d: DocumentRecord) -> dict[str, Any]:
@@ -90,6 +98,7 @@ def build(quire: Quire) -> FastAPI:
                               "or the web UI's session cookie.")
     api.state.quire = quire
     errors.install(api)
+    api.description += (" A session shared with you is named OWNER~NAME in URLs (its `path` in the list).")
     limit = quire.settings.max_file_mb << 20
 
     @api.get("/me", summary="Who the request acts as")
@@ -108,35 +117,35 @@ def build(quire: Quire) -> FastAPI:
 
     @api.get("/sessions/{name}", summary="One session")
     def session(name: str, q: Quire = Depends(acting)) -> dict:
-        return session_json(q.session(name, create=False))
+        return session_json(q.session(session_ref(name), create=False))
 
     @api.patch("/sessions/{name}", summary="Rename a session (owner, editor)")
     def rename(name: str, body: SessionIn, q: Quire = Depends(acting)) -> dict:
-        return session_json(q.rename_session(name, body.name))
+        return session_json(q.rename_session(session_ref(name), body.name))
 
     @api.delete("/sessions/{name}", status_code=204, summary="Delete a session with its documents (owner)")
     def delete(name: str, q: Quire = Depends(acting)) -> Response:
-        q.delete_session(name)
+        q.delete_session(session_ref(name))
         return Response(status_code=204)
 
     @api.get("/sessions/{name}/shares", summary="Who else may use the session (owner)")
     def shares(name: str, q: Quire = Depends(acting)) -> list[dict]:
-        return [{"user": s.user_name, "role": s.role} for s in q.shares(name)]
+        return [{"user": s.user_name, "role": s.role} for s in q.shares(session_ref(name))]
 
     @api.put("/sessions/{name}/shares/{user}", summary="Share the session as reader or editor (owner)")
     def share(name: str, user: str, body: ShareIn, q: Quire = Depends(acting)) -> dict:
-        s = q.share(name, user, body.role)
+        s = q.share(session_ref(name), user, body.role)
         return {"user": s.user_name, "role": s.role}
 
     @api.delete("/sessions/{name}/shares/{user}", status_code=204, summary="Take a share away (owner)")
     def unshare(name: str, user: str, q: Quire = Depends(acting)) -> Response:
-        q.unshare(name, user)
+        q.unshare(session_ref(name), user)
         return Response(status_code=204)
 
     # -- documents -----------------------------------------------------------------------
     @api.get("/sessions/{name}/documents", summary="Documents with their token counts against the window")
     def documents(name: str, q: Quire = Depends(acting)) -> dict:
-        info = q.session(name, create=False)
+        info = q.session(session_ref(name), create=False)
         budget = q.budget(info)
         return {"documents": [document_json(d) for d in q.documents(info)], "total_tokens": budget.total,
                 "window": budget.window, "answer_reserve": budget.answer_reserve, "fits": budget.fits}
@@ -147,7 +156,7 @@ def build(quire: Quire) -> FastAPI:
                           "stream of `progress` events and a last `done` event with the results; otherwise JSON.")
     async def upload(name: str, request: Request) -> Response:
         q = acting(request)
-        info = q.session(name, need="edit")  # a reader is refused before anything is read
+        info = q.session(session_ref(name), need="edit")  # a reader is refused before anything is read
         length = int(request.headers.get("content-length") or 0)
         if length > limit:
             raise TooLarge("upload", f"The upload is {length >> 20} MiB; at most {limit >> 20} MiB is taken.",
@@ -169,13 +178,13 @@ def build(quire: Quire) -> FastAPI:
 
     @api.delete("/sessions/{name}/documents/{document_id}", status_code=204, summary="Remove a document (editor)")
     def remove(name: str, document_id: int, q: Quire = Depends(acting)) -> Response:
-        q.remove_document(name, document_id)
+        q.remove_document(session_ref(name), document_id)
         return Response(status_code=204)
 
     @api.get("/sessions/{name}/documents/{document_id}/pages/{page}", summary="A page as a PNG image",
              response_class=Response)
     def page_image(name: str, document_id: int, page: int, q: Quire = Depends(acting)) -> Response:
-        info = q.session(name, create=False)
+        info = q.session(session_ref(name), create=False)
         document = next((d for d in q.documents(info) if d.id == document_id), None)
         if document is None:
             raise NotFound(f"No document {document_id} in this session.")
@@ -192,20 +201,20 @@ def build(quire: Quire) -> FastAPI:
                           "is written), then `turn` (the stored turn with its checked citations) or `error` "
                           "({message, hint}).", response_class=StreamingResponse)
     def ask(name: str, body: AskIn, q: Quire = Depends(acting)) -> StreamingResponse:
-        info = q.session(name, create=False)  # not found / refused before the stream starts
+        info = q.session(session_ref(name), create=False)  # not found / refused before the stream starts
         return StreamingResponse(_ask_events(q, info, body), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
     @api.get("/sessions/{name}/turns", summary="The questions asked and their answers")
     def turns(name: str, q: Quire = Depends(acting)) -> list[dict]:
-        return [turn_json(t) for t in q.turns(name)]
+        return [turn_json(t) for t in q.turns(session_ref(name))]
 
     @api.get("/sessions/{name}/export", summary="The session's report: md, html or pdf", response_class=FileResponse)
     def export(name: str, format: str = "md", q: Quire = Depends(acting)) -> FileResponse:
         if format not in FORMATS:
             raise QuireError(f"Unknown format {format!r}.", hint=f"Choose one of: {', '.join(FORMATS)}.")
         folder = Path(tempfile.mkdtemp(prefix="quire-export-"))
-        written = export_session(q, name, format, folder)
+        written = export_session(q, session_ref(name), format, folder)
         return FileResponse(written[0], media_type=MEDIA.get(format), filename=written[0].name,
                             background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
