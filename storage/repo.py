@@ -306,7 +306,7 @@ def get_segments(db: Database, ids: Iterable[int]) -> dict[int, SegmentRecord]:
 
 def search_segments(db: Database, session_id: int, query: str, limit: int = 200) -> list[tuple[int, float]]:
     """Segment ids of the session ranked by full-text relevance to ``query`` (best first) with their scores
-    (higher is better): FTS5's bm25 on SQLite, ``ts_rank`` over the GIN-indexed tsvector on PostgreSQL. Both
+    (higher is better): FTS5's bm25 on SQLite, the same bm25 over the GIN-indexed tsvector on PostgreSQL. Both
     match any of the question's content words (stemmed) and favour passages with more of them, rarer ones and
     shorter passages; equal scores come in passage order."""
     words = content_words(query)
@@ -329,17 +329,26 @@ def _search_sqlite(s, session_id: int, words: list[str], limit: int) -> list[tup
 
 
 def _search_postgresql(s, session_id: int, words: list[str], limit: int) -> list[tuple[int, float]]:
-    # ts_rank with normalisation 1 (rank / (1 + log(length))) stands in for bm25's length normalisation;
-    # each word goes in as its own plainto_tsquery, so nothing in it is tsquery syntax.
-    terms = " || ".join(f"plainto_tsquery('english', :w{i})" for i in range(len(words)))
+    # FTS5's bm25 (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least 1e-6) over the session's
+    # passages, with the term counts of each tsvector (english stemming) and the passage's token estimate as its
+    # length: ranked as SQLite ranks. The GIN index finds the passages; the words go in as values, never syntax.
     sql = text(
-        f"SELECT sg.id, ts_rank(sg.tsv, q.query, 1) AS score FROM segments sg "
-        f"JOIN session_documents sd ON sd.document_id = sg.document_id AND sd.session_id = :sid "
-        f"CROSS JOIN (SELECT {terms} AS query) q "
-        f"WHERE sg.tsv @@ q.query ORDER BY score DESC, sg.id LIMIT :limit"
+        "WITH terms AS (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :words))), "
+        "query AS (SELECT plainto_tsquery('english', lexeme) AS one FROM terms), "
+        "passages AS (SELECT sg.id, sg.tsv, GREATEST(sg.tokens, 1) AS len FROM segments sg "
+        "  JOIN session_documents sd ON sd.document_id = sg.document_id AND sd.session_id = :sid), "
+        "stats AS (SELECT count(*) AS n, avg(len) AS avglen FROM passages), "
+        "hits AS (SELECT p.id, p.len, u.lexeme, cardinality(u.positions) AS tf FROM passages p "
+        "  CROSS JOIN LATERAL unnest(p.tsv) u "
+        "  WHERE p.tsv @@ (SELECT string_agg(one::text, ' | ')::tsquery FROM query) "
+        "  AND u.lexeme IN (SELECT lexeme FROM terms)), "
+        "df AS (SELECT lexeme, count(*) AS n FROM hits GROUP BY lexeme) "
+        "SELECT hits.id, sum(GREATEST(ln((stats.n - df.n + 0.5) / (df.n + 0.5)), 1e-6) "
+        "  * hits.tf * 2.2 / (hits.tf + 1.2 * (0.25 + 0.75 * hits.len / stats.avglen))) AS score "
+        "FROM hits JOIN df USING (lexeme) CROSS JOIN stats GROUP BY hits.id ORDER BY score DESC, hits.id LIMIT :limit"
     )
-    params = {"sid": session_id, "limit": limit} | {f"w{i}": w for i, w in enumerate(words)}
-    return [(rid, float(score)) for rid, score in s.execute(sql, params)]
+    return [(rid, float(score)) for rid, score in s.execute(sql, {"sid": session_id, "words": " ".join(words),
+                                                                   "limit": limit})]
 
 
 _WORD = re.compile(r"\w{2,}", re.UNICODE)

@@ -12,6 +12,7 @@ from ingest.base import ExtractContext
 from quire.api import Quire
 from storage.blobs import BlobStore
 from storage.db import Database
+from tests.postgres import Cluster, binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("QUIRE_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -70,3 +71,20 @@ def cpu_runtime(tmp_path_factory):
     rt.start()
     yield rt
     rt.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster the suite starts itself (initdb + pg_ctl on a loopback port), removed at the end."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin): `python3 bootstrap.py test` installs it")
+    cluster = Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh, empty PostgreSQL database of that cluster, as a SQLAlchemy URL."""
+    return postgres.database()
