@@ -43,18 +43,20 @@ QUESTIONS = ["What is the access code for the north gate?", "When do deliveries 
 
 def ask(url: str, token: str, question: str) -> dict:
     started = time.perf_counter()
-    first = None
+    first, deltas = None, 0
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=900) as c:
         with c.stream("POST", "/api/v1/sessions/memo/ask", json={"question": question}) as response:
             last = None
             for line in response.iter_lines():
-                if line.startswith("event: delta") and first is None:
-                    first = time.perf_counter() - started
+                if line.startswith("event: delta"):
+                    deltas += 1
+                    first = first or time.perf_counter() - started
                 if line.startswith("data: "):
                     last = json.loads(line[6:])
     if not last or not last.get("id"):
         raise RuntimeError(f"no stored turn for {question!r}: {last}")
-    return {"first_delta_s": round(first or 0, 3), "turn_s": round(time.perf_counter() - started, 3)}
+    return {"first_delta_s": round(first or 0, 3), "turn_s": round(time.perf_counter() - started, 3),
+            "deltas": deltas, "completion_tokens": last.get("completion_tokens", 0)}
 
 
 def concurrently(jobs: list[tuple[str, str, str]]) -> tuple[float, list[dict]]:
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio={wall / baseline:.3f}")
         print(f"first_delta_s_median={statistics.median(r['first_delta_s'] for r in each):.2f}")
         print(f"turn_s_median={statistics.median(r['turn_s'] for r in each):.2f} max={max(r['turn_s'] for r in each):.2f}")
+        print(f"completion_tokens_median={statistics.median(r['completion_tokens'] for r in each)} "
+              f"in_turn={statistics.median(r['completion_tokens'] for r in in_turn)}")
         print(f"in_turn_turn_s_median={statistics.median(r['turn_s'] for r in in_turn):.2f}")
         print(f"turns_stored={stored} expected={2 + 2 * args.askers}")
         return 0 if stored == 2 + 2 * args.askers else 1

@@ -66,7 +66,10 @@ def start_llama_server(folder: Path, *, window: int = 2048, threads: int = 2) ->
     port = free_port()
     log = folder / "llama-server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(window), "--n_threads", str(threads)]
+           "--port", str(port), "--n_ctx", str(window), "--n_threads", str(threads),
+           # by default a new request interrupts the one being answered (its stream just ends): two app
+           # processes asking at once would each cut the other's answer short
+           "--interrupt_requests", "False"]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

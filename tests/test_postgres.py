@@ -91,7 +91,8 @@ def test_two_app_processes_on_one_database_lose_nothing(pg_url, tmp_path):
             t.join(900)
         failed = {k: v for k, v in outcomes.items() if isinstance(v, Exception)}
         assert not failed and len(outcomes) == len(jobs), failed
-        assert all(outcomes[f"ask-{i}"]["id"] for i in range(4))  # each ends with its stored turn
+        # each ends with its stored turn, answered whole (no answer cut short by another's)
+        assert all(outcomes[f"ask-{i}"]["id"] and outcomes[f"ask-{i}"]["completion_tokens"] for i in range(4))
         assert all(outcomes[f"upload-{i}"]["results"][0]["ok"] for i in range(4))
         assert all(outcomes[f"same-{i}"]["results"][0]["ok"] for i in range(2))
         for url in (url_a, url_b):  # both processes see every turn and every document
