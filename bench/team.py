@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline_started = time.perf_counter()
         in_turn = [ask(urls[0], token, q) for q in questions]
         baseline = time.perf_counter() - baseline_started
-        wall, each = concurrently([(urls[i % 2], token, q + " again") for i, q in enumerate(questions)])
+        wall, each = concurrently([(urls[i % 2], token, q) for i, q in enumerate(questions)])  # the same 8
         with httpx.Client(base_url=urls[1], headers={"authorization": f"Bearer {token}"}, timeout=60) as c:
             stored = len(c.get("/api/v1/sessions/memo/turns").json())
         print(f"askers={args.askers}")

@@ -66,7 +66,8 @@ from storage import accounts, eval_runs, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
-__all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
+LOCAL_USER = repo.LOCAL_USER  # the user of single-user mode
+__all__ = ["LOCAL_USER", "Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 READ, EDIT, OWN = "read", "edit", "own"  # what a call needs of the session

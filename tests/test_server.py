@@ -12,6 +12,7 @@ import pytest
 
 from core.settings import Settings
 from quire.api import Quire
+from tests.conftest import CORPUS
 from tests.servers import start_app, stop_app
 from tests.test_accounts import PASSWORD, seed
 
@@ -40,7 +41,7 @@ def team(tmp_path_factory):
         assert alice.ingest("deals", [pdf])[0].ok
         alice.share("deals", "carol", "reader")
         documents = {d.name: d.id for d in alice.documents("deals")}
-    proc, url = start_app(home)
+    proc, url = start_app(home, "--max-file-mb", "1")
     yield url, home, tokens, documents
     stop_app(proc)
 
@@ -213,3 +214,31 @@ def test_listening_beyond_loopback_without_accounts_is_refused(tmp_path):
                          capture_output=True, timeout=120, env={"QUIRE_HOME": str(home), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 2
     assert "users add NAME --admin" in run.stderr and "--allow-anonymous" in run.stderr
+
+
+def test_an_upload_streams_its_progress_and_takes_passwords(team):
+    url, _, tokens, _ = team
+    name = "pdfs/py-pdf-sample-files/005-libreoffice-writer-password/libreoffice-writer-password.pdf"
+    secret = json.loads((CORPUS / "pdfs/passwords.json").read_text())[name]["user_password"]
+    data = (CORPUS / name).read_bytes()
+    with _client(url, tokens["alice"]) as alice:
+        locked = alice.post("/api/v1/sessions/uploads/documents", files={"files": ("locked.pdf", data)})
+        assert locked.status_code == 422 and "password" in locked.json()["results"][0]["message"].lower()
+        with alice.stream("POST", "/api/v1/sessions/uploads/documents", headers={"accept": "text/event-stream"},
+                          files=[("files", ("locked.pdf", data)), ("files", ("note.txt", b"A note.\n"))],
+                          data={"passwords": json.dumps({"locked.pdf": secret})}) as response:
+            events = _events(response)
+        kinds = [k for k, _ in events]
+        assert "progress" in kinds and kinds[-1] == "done", kinds
+        assert [r["status"] for r in events[-1][1]["results"]] == ["added", "added"]
+        listed = alice.get("/api/v1/sessions/uploads/documents").json()
+        assert sorted(d["name"] for d in listed["documents"]) == ["locked.pdf", "note.txt"]  # in the order read
+        assert all(d["tokens"] > 0 for d in listed["documents"]) and listed["window"] == 2048
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(team):
+    url, _, tokens, _ = team
+    with _client(url, tokens["alice"]) as alice:
+        refused = alice.post("/api/v1/sessions/uploads/documents", files={"files": ("big.txt", b"x" * (2 << 20))})
+        assert refused.status_code == 413 and "MiB" in refused.json()["error"]["message"]
+        assert "big.txt" not in json.dumps(alice.get("/api/v1/sessions/uploads/documents").json())

@@ -12,8 +12,9 @@ import ipaddress
 import gradio as gr
 
 from core.settings import Settings
-from quire.api import Quire
+from quire.api import LOCAL_USER, Quire
 from ui import settings_panel
+from ui.render import md_escape
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
 from ui.evals import EvalsTab
@@ -53,6 +54,7 @@ def build_app(quire: Quire) -> gr.Blocks:
     evals = EvalsTab(quire)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="quire-header")
+        signed_in = gr.Markdown(elem_id="quire-user")
         session = sessions.build()
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
@@ -67,6 +69,7 @@ def build_app(quire: Quire) -> gr.Blocks:
                 settings_panel.build(quire.settings, quire.runtime_name())
         app.load(sessions.initial, None, session, api_name="sessions")
         app.load(_tab_from_url, None, tabs, api_visibility="private")
+        app.load(_signed_in, None, signed_in, api_visibility="private")
         app.load(evals.rows, None, runs, api_visibility="private")
     return app
 
@@ -75,6 +78,14 @@ def _tab_from_url(request: gr.Request):
     """``?tab=documents`` opens that tab, so a link can point at a part of the app."""
     tab = (request.query_params.get("tab") or "") if request else ""
     return gr.Tabs(selected=tab) if tab in TABS else gr.skip()
+
+
+def _signed_in(request: gr.Request):
+    """Who is logged in, with the way out; nothing in single-user mode (the local user, no login)."""
+    name = getattr(request, "username", None) if request else None
+    if not name or name == LOCAL_USER:
+        return gr.skip()
+    return f"Signed in as **{md_escape(name)}** · [Log out](/logout)"
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
