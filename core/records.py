@@ -33,6 +33,11 @@ class SessionRecord:
     tokens: int = 0  # not a column: their estimated tokens
     turns: int = 0  # not a column: questions asked in it
 
+    @property
+    def qualified(self) -> str:
+        """The name that finds it for the asking user: its own name, or OWNER/NAME when it is someone else's."""
+        return self.name if self.role == "owner" else f"{self.owner}/{self.name}"
+
 
 ROLES = {  # a user's access to a session -> what it allows
     "reader": "ask, read, export",

@@ -221,7 +221,7 @@ def cmd_sessions(settings: Settings, args) -> int:
     if not rows:
         print("No sessions yet. Create one with `python app.py ingest FILE --session NAME`.")
     for s in rows:
-        name = s.name if s.role == "owner" else f"{s.owner}/{s.name} ({s.role})"
+        name = s.qualified + ("" if s.role == "owner" else f" ({s.role})")
         print(f"{printable(name)}\t{s.documents} documents\t~{s.tokens} tokens\t{s.turns} questions")
     return 0
 

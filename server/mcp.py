@@ -40,7 +40,7 @@ def build(quire: Quire) -> MCPServer:
     @guarded
     def list_workspaces() -> list[dict[str, Any]]:
         """The sessions (workspaces) you may read, with their owner, your role and their size."""
-        return [{"name": s.name if s.role == "owner" else f"{s.owner}/{s.name}", "owner": s.owner, "role": s.role,
+        return [{"name": s.qualified, "owner": s.owner, "role": s.role,
                  "documents": s.documents, "tokens": s.tokens, "questions": s.turns} for s in quire.sessions()]
 
     @server.tool()

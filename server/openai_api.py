@@ -83,7 +83,7 @@ def build(quire: Quire) -> FastAPI:
     @api.get("/models")
     def models(q: Quire = Depends(acting)) -> dict:
         return {"object": "list", "data": [
-            {"id": PREFIX + (s.name if s.role == "owner" else f"{s.owner}/{s.name}"), "object": "model",
+            {"id": PREFIX + s.qualified, "object": "model",
              "created": 0, "owned_by": s.owner} for s in q.sessions()]}
 
     @api.post("/chat/completions")

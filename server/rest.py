@@ -66,7 +66,7 @@ def session_ref(name: str) -> str:
 def session_json(s: SessionRecord) -> dict[str, Any]:
     return {"name": s.name, "owner": s.owner, "role": s.role, "documents": s.documents, "tokens": s.tokens,
             "turns": s.turns, "settings": s.settings,
-            "path": s.name if s.role == "owner" else f"{s.owner}{OWNER_MARK}{s.name}"}  # its name in URLs
+            "path": s.qualified.replace("/", OWNER_MARK)}  # its name in URLs
 
 
 def document_json(d: DocumentRecord) -> dict[str, Any]:
