@@ -19,6 +19,7 @@ it never starts a server that would die on the first question.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -265,6 +266,22 @@ def ensure_chromium() -> None:
         log("chromium could not be installed: the browser tests will be skipped")
 
 
+def ensure_postgresql() -> None:
+    """PostgreSQL's server binaries for the tests of the server database (the suite makes its own throwaway
+    cluster with them): installed from Debian when we may, else those tests skip."""
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return
+    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        log("PostgreSQL not found (/usr/lib/postgresql/*/bin): the PostgreSQL tests will be skipped")
+        return
+    log("installing PostgreSQL for the server-database tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    ok = subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0
+    ok = ok and subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], env=env).returncode == 0
+    if not ok:
+        log("PostgreSQL could not be installed: the PostgreSQL tests will be skipped")
+
+
 def setup(command: str) -> None:
     ensure_venv()
     ensure_llama(always_check=command in ("test", "check"))
@@ -272,6 +289,7 @@ def setup(command: str) -> None:
     if command == "test":
         ensure_requirements("requirements-test.txt")
         ensure_chromium()
+        ensure_postgresql()
 
 
 def main(argv: list[str]) -> int:

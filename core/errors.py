@@ -97,3 +97,12 @@ class NotFound(QuireError):
 
 class InvalidName(QuireError):
     pass
+
+
+# -- accounts and access ----------------------------------------------------
+class NotAuthenticated(QuireError):
+    """No user could be told from the request (no login, a bad or revoked token)."""
+
+
+class AccessDenied(QuireError):
+    """The user sees the session but may not do this in it (a reader uploading), or is no admin."""

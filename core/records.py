@@ -25,10 +25,65 @@ class SessionRecord:
 
     id: int
     name: str
+    user_id: int = 0  # its owner
     settings: dict[str, Any] = field(default_factory=dict)
+    owner: str = ""  # not a column: the owner's user name
+    role: str = "owner"  # not a column: what the asking user may do here (a key of ROLES)
     documents: int = 0  # not a column: documents linked to the session
     tokens: int = 0  # not a column: their estimated tokens
     turns: int = 0  # not a column: questions asked in it
+
+    @property
+    def qualified(self) -> str:
+        """The name that finds it for the asking user: its own name, or OWNER/NAME when it is someone else's."""
+        return self.name if self.role == "owner" else f"{self.owner}/{self.name}"
+
+
+ROLES = {  # a user's access to a session -> what it allows
+    "reader": "ask, read, export",
+    "editor": "also upload, remove documents, rename",
+    "owner": "also share and delete",
+    "admin": "everything, on every session",
+}
+SHARE_ROLES = ("reader", "editor")  # what a session can be shared as
+
+
+@dataclass(kw_only=True)
+class UserRecord:
+    """An account (table ``users``). The password itself is never in a record: only whether one is set."""
+
+    id: int
+    name: str
+    is_admin: bool = False
+    has_password: bool = False  # not a column: a password hash is stored
+    created_at: str = ""
+
+    @property
+    def can_log_in(self) -> bool:
+        return self.has_password
+
+
+@dataclass(kw_only=True)
+class ApiTokenRecord:
+    """A personal API token (table ``api_tokens``): only its hash is stored, so the token itself is nowhere."""
+
+    id: int
+    user_id: int
+    name: str
+    prefix: str = ""  # the first characters of the token, to tell tokens apart in a list
+    created_at: str = ""
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+
+@dataclass(kw_only=True)
+class ShareRecord:
+    """A session shared with a user (table ``shares``) as reader or editor."""
+
+    session_id: int
+    user_id: int
+    user_name: str = ""  # not a column: the user's name
+    role: str = "reader"  # a key of SHARE_ROLES
 
 
 @dataclass(kw_only=True)
@@ -101,6 +156,8 @@ class TurnRecord:
 
     id: int = 0
     question: str
+    user_id: int | None = None  # who asked
+    asked_by: str = ""  # not a column: that user's name
     answer: str = ""
     runtime: str = ""
     model: str = ""

@@ -36,6 +36,31 @@ class Settings:
     """Everything Quire can be told. Field help texts double as ``--help``."""
 
     home: Path = _opt(None, "Data directory (database, page images, caches). Env: QUIRE_HOME.")
+    database_url: str = _opt(
+        "",
+        "SQLAlchemy URL of the database; empty is SQLite in the data directory (quire.db). A team server with "
+        "several app processes: postgresql+psycopg://USER:PASSWORD@HOST/DB (the same migrations run on it).",
+    )
+    blob_dir: Path = _opt(
+        None,
+        "Directory of the stored originals and page images (content-addressed, safe to share between app "
+        "processes on one database); empty is blobs/ in the data directory.",
+    )
+    user: str = _opt("", "Act as this user in the CLI and the MCP server (empty: the local user, or the only admin).")
+    auth_header: str = _opt(
+        "",
+        "Trust the user name in this request header (e.g. X-Forwarded-User), set by a single sign-on reverse "
+        "proxy; only from --trusted-proxies. Empty: no header login.",
+    )
+    trusted_proxies: str = _opt(
+        "127.0.0.1,::1",
+        "Addresses or networks (comma-separated, e.g. 10.0.0.5,10.1.0.0/16) whose --auth-header is believed.",
+    )
+    allow_anonymous: bool = _opt(
+        False,
+        "Serve on an address other than loopback without accounts or --auth-header: everyone who reaches the "
+        "port is the local user. Refused without it.",
+    )
     host: str = _opt("127.0.0.1", "Interface the web UI listens on.")
     allowed_hosts: str = _opt(
         "",
@@ -137,6 +162,7 @@ class Settings:
         if self.home is None:
             self.home = default_home()
         self.home = Path(self.home).expanduser()
+        self.blob_dir = Path(self.blob_dir).expanduser() if self.blob_dir else self.home / "blobs"
         if self.port <= 0 or self.port > 65535:
             raise ValueError(f"--port must be between 1 and 65535, not {self.port}")
         if self.max_answer_tokens < 1:
@@ -148,8 +174,9 @@ class Settings:
         return self.home / "quire.db"
 
     @property
-    def blob_dir(self) -> Path:
-        return self.home / "blobs"
+    def db_url(self) -> str:
+        """The database to open: --database-url, else SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.db_path}"
 
     @property
     def cache_dir(self) -> Path:
@@ -203,7 +230,7 @@ def _arg_type(f: dataclasses.Field) -> Any:
         return int
     if isinstance(default, float):
         return float
-    if f.name == "home":
+    if f.name in ("home", "blob_dir"):
         return Path
     return str
 

@@ -10,6 +10,12 @@ Nothing happens at import: the database opens on first use, the model loads on
 the first question, the extraction workers with the first batch of files (or
 :meth:`Quire.warm_ingest`); :meth:`Quire.close` ends all three.
 
+Every call acts as one user: a ``Quire`` made from settings is the operator at the machine (the
+local user, or ``--user``); :meth:`Quire.as_user` gives the view a front end uses for one request,
+sharing the database, the model and the workers. The access checks are here, in every method, so
+every front end has them: a session the user may not see is not found (the same words as one that does
+not exist), one they may only read refuses changes (:class:`AccessDenied`).
+
 A session argument is a name or the :class:`SessionRecord` that :meth:`Quire.session`
 returned; a caller that makes several calls on one session looks it up once and
 passes the record on. What the front ends receive are records (``core.records``) and
@@ -18,6 +24,7 @@ the stream events below, never a database handle.
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import threading
@@ -40,20 +47,33 @@ from backend.registry import available, create_runtime, resolve_name, runtime_cl
 from backend.repetition import generate_guarded, kept_text
 from backend.sweep import Status, SweepResult, run_sweep, wants_exhaustive
 from core.document import ParsedDocument
-from core.errors import QuireError
-from core.records import DocumentRecord, EvalRunRecord, SegmentRecord, SessionRecord, TurnRecord
+from core.errors import AccessDenied, NotFound, QuireError
+from core.records import (
+    ApiTokenRecord,
+    DocumentRecord,
+    EvalRunRecord,
+    SegmentRecord,
+    SessionRecord,
+    ShareRecord,
+    TurnRecord,
+    UserRecord,
+)
 from core.settings import STRATEGIES, Settings
 from ingest.base import Progress
 from ingest.pdf import render_page
 from ingest.pipeline import Ingestor, IngestResult
 from ingest.workers import WorkerPool
-from storage import eval_runs, repo
+from storage import accounts, eval_runs, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
-__all__ = ["Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
+LOCAL_USER = repo.LOCAL_USER  # the user of single-user mode
+__all__ = ["LOCAL_USER", "Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
+READ, EDIT, OWN = "read", "edit", "own"  # what a call needs of the session
+_ALLOWS = {READ: {"reader", "editor", "owner", "admin"}, EDIT: {"editor", "owner", "admin"}, OWN: {"owner", "admin"}}
+_REFUSED = {EDIT: "Only its owner and its editors can change it.", OWN: "Only its owner can do this."}
 WAIT_REPORT_S = 5.0  # a waiting asker hears where it stands at least this often
 RANKED = 500  # passages each rank keeps for focus (more than any window holds)
 
@@ -153,50 +173,58 @@ class Budget:
         return self.total <= self.window - self.answer_reserve
 
 
+class _Shared:
+    """What every user's view of one Quire shares: the database, the model, the line for it."""
+
+    def __init__(self, runtime: Runtime | None) -> None:
+        self.db: Database | None = None
+        self.runtime = runtime
+        self.answering: str | None = None  # the asker whose question holds the model now
+        self.views: dict[int, "Quire"] = {}  # user id -> that user's view
+
+
 class Quire:
     def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self._db: Database | None = None
-        self._user_id: int | None = None
+        self._shared = _Shared(runtime)
+        self._user: UserRecord | None = None  # who this view acts as; None: the operator, resolved on first use
+        self._operator = not self.settings.user  # made at the machine (CLI, tests) as no one in particular: an admin
         self._blobs = BlobStore(self.settings.blob_dir)
-        self._runtime = runtime
         self._workers = WorkerPool()  # started by the first batch (or warm_ingest), ended by close()
         self._counters: dict[int, TokenCounter] = {}
         self._lock = threading.RLock()
         self._asking = AskQueue()
-        self._answering: str | None = None  # the asker whose question holds the model now
         self._embedder = Embedder()  # the model loads with the first hybrid-ranked question
 
     # -- resources ---------------------------------------------------------------
     def _database(self) -> Database:
         with self._lock:
-            if self._db is None:
+            if self._shared.db is None:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
-                self._db = Database(self.settings.db_path)
-                self._user_id = repo.ensure_user(self._db)
-            return self._db
+                self._shared.db = Database(self.settings.db_url)
+            return self._shared.db
 
     def runtime_name(self) -> str:
         """The runtime in use, or the one the first question will start (``auto`` may look for a GPU: a method)."""
-        return self._runtime.name if self._runtime else resolve_name(self.settings)
+        return self._shared.runtime.name if self._shared.runtime else resolve_name(self.settings)
 
     def runtime(self) -> Runtime:
         """The runtime, started on first use (this loads the model or connects to the server)."""
         with self._lock:
-            if self._runtime is None:
-                self._runtime = create_runtime(self.settings).start()
-            return self._runtime
+            if self._shared.runtime is None:
+                self._shared.runtime = create_runtime(self.settings).start()
+            return self._shared.runtime
 
     def close(self) -> None:
         """Stop the runtime and the extraction workers, close the database. Safe to call twice."""
         with self._lock:
-            if self._runtime is not None:
-                self._runtime.shutdown()
-                self._runtime = None
+            if self._shared.runtime is not None:
+                self._shared.runtime.shutdown()
+                self._shared.runtime = None
             self._workers.shutdown()
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._shared.db is not None:
+                self._shared.db.close()
+                self._shared.db = None
 
     def __enter__(self) -> "Quire":
         return self
@@ -204,41 +232,147 @@ class Quire:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- sessions --------------------------------------------------------------------
-    def sessions(self) -> list[SessionRecord]:
-        db = self._database()
-        return repo.list_sessions(db, user_id=self._user_id)
+    # -- who is asking --------------------------------------------------------------
+    def whoami(self) -> UserRecord:
+        """The user this view acts as: the one it was made for, else ``--user``, else the local user."""
+        if self._user is None:
+            db = self._database()
+            if self.settings.user:
+                self._user = accounts.get_user(db, self.settings.user)
+            else:
+                self._user = accounts.get_user_by_id(db, repo.ensure_user(db))
+        return self._user
 
-    def session(self, name: SessionRef, *, create: bool = True) -> SessionRecord:
-        """The session's record (a handle for the calls that follow); created if missing unless ``create`` is False."""
-        if isinstance(name, SessionRecord):
-            return name
+    def as_user(self, user: UserRecord | str) -> "Quire":
+        """This Quire acting as ``user`` (a record from :meth:`authenticate`/:meth:`user_for_token`, or a name):
+        the same database, model and workers, that user's rights. Front ends make one per request."""
+        record = user if isinstance(user, UserRecord) else accounts.get_user(self._database(), user)
+        view = self._shared.views.get(record.id)
+        if view is None or view._user != record:
+            view = copy.copy(self)
+            view._user, view._operator = record, False
+            self._shared.views[record.id] = view
+        return view
+
+    def _is_admin(self) -> bool:
+        return self._operator or self.whoami().is_admin
+
+    def _require_admin(self, what: str) -> None:
+        if not self._is_admin():
+            raise AccessDenied(f"Only an admin can {what}.", hint="Ask an admin (`python app.py users list`).")
+
+    # -- accounts ---------------------------------------------------------------------
+    def accounts_exist(self) -> bool:
+        """Whether any user has a password: then the web server asks who is there."""
+        return accounts.accounts_exist(self._database())
+
+    def authenticate(self, name: str, password: str) -> UserRecord | None:
+        return accounts.authenticate(self._database(), name, password)
+
+    def user_for_token(self, token: str) -> UserRecord | None:
+        """The user a personal API token acts for (None: unknown or revoked)."""
+        return accounts.user_for_token(self._database(), token)
+
+    def user_named(self, name: str, *, create: bool = False) -> UserRecord:
+        """A user by name; ``create`` adds one without a password (a name a trusted proxy vouches for)."""
         db = self._database()
         if create:
-            name = repo.check_name(name)
-        return repo.get_session(db, name, user_id=self._user_id, create=create)
+            repo.ensure_user(db, accounts.check_user_name(name))
+        return accounts.get_user(db, name)
+
+    def users(self) -> list[UserRecord]:
+        self._require_admin("list users")
+        return accounts.list_users(self._database())
+
+    def add_user(self, name: str, *, password: str | None = None, admin: bool = False) -> UserRecord:
+        self._require_admin("add users")
+        return accounts.add_user(self._database(), name, password=password, admin=admin)
+
+    def remove_user(self, name: str) -> None:
+        self._require_admin("remove users")
+        accounts.remove_user(self._database(), name)
+
+    def set_password(self, name: str, password: str) -> None:
+        if not (self._is_admin() or self.whoami().name == name):
+            raise AccessDenied("Only an admin can change another user's password.")
+        accounts.set_password(self._database(), name, password)
+
+    def create_token(self, name: str = "token", *, user: str | None = None) -> tuple[ApiTokenRecord, str]:
+        """A personal API token for this user (an admin: for ``user``); the token itself is returned only here."""
+        owner = self.whoami() if user is None else self._other_user(user)
+        return accounts.create_token(self._database(), owner.id, name)
+
+    def tokens(self, *, user: str | None = None) -> list[ApiTokenRecord]:
+        if user is None and self._operator:
+            return accounts.list_tokens(self._database())
+        owner = self.whoami() if user is None else self._other_user(user)
+        return accounts.list_tokens(self._database(), owner.id)
+
+    def revoke_token(self, token_id: int) -> ApiTokenRecord:
+        mine = None if self._is_admin() else self.whoami().id
+        return accounts.revoke_token(self._database(), token_id, user_id=mine)
+
+    def _other_user(self, name: str) -> UserRecord:
+        if name != self.whoami().name:
+            self._require_admin("act for another user")
+        return accounts.get_user(self._database(), name)
+
+    def share(self, session: SessionRef, user: str, role: str) -> ShareRecord:
+        """Share the session with ``user`` as reader or editor (its owner or an admin)."""
+        info = self.session(session, create=False, need=OWN)
+        return accounts.share(self._database(), info.id, accounts.get_user(self._database(), user).id, role)
+
+    def unshare(self, session: SessionRef, user: str) -> None:
+        info = self.session(session, create=False, need=OWN)
+        accounts.unshare(self._database(), info.id, accounts.get_user(self._database(), user).id)
+
+    def shares(self, session: SessionRef) -> list[ShareRecord]:
+        return accounts.shares(self._database(), self.session(session, create=False, need=OWN).id)
+
+    # -- sessions --------------------------------------------------------------------
+    def sessions(self) -> list[SessionRecord]:
+        """The sessions this user may see: their own, those shared with them (an admin: every one)."""
+        return repo.list_sessions(self._database(), user_id=self.whoami().id, admin=self._is_admin())
+
+    def session(self, name: SessionRef, *, create: bool = True, need: str = READ) -> SessionRecord:
+        """The session's record (a handle for the calls that follow); created if missing unless ``create`` is
+        False. One this user may not see is not found; one they may see but not ``need`` is refused."""
+        if isinstance(name, SessionRecord):
+            info = name
+        else:
+            me, db = self.whoami(), self._database()
+            if create:
+                repo.check_name(name.rpartition("/")[2])
+            info = repo.get_session(db, name.strip(), user_id=me.id, create=create, admin=self._is_admin())
+        if info.role not in _ALLOWS[need]:
+            raise AccessDenied(f"You can read session {info.name!r} but not change it.", hint=_REFUSED[need])
+        return info
 
     def rename_session(self, session: SessionRef, new_name: str) -> SessionRecord:
-        info = self.session(session, create=False)
+        info = self.session(session, create=False, need=EDIT)
         repo.rename_session(self._database(), info.id, new_name)
-        return repo.get_session_by_id(self._database(), info.id)
+        return replace_name(info, repo.get_session_by_id(self._database(), info.id))
 
     def set_session_settings(self, session: SessionRef, **values: Any) -> SessionRecord:
         """Per-session settings (e.g. the strategy), kept with the session across restarts."""
-        info = self.session(session, create=False)
+        info = self.session(session, create=False, need=EDIT)
         repo.update_session_settings(self._database(), info.id, values)
-        return repo.get_session_by_id(self._database(), info.id)
+        return replace_name(info, repo.get_session_by_id(self._database(), info.id))
 
     def delete_session(self, session: SessionRef) -> None:
-        repo.delete_session(self._database(), self.session(session, create=False).id)
+        repo.delete_session(self._database(), self.session(session, create=False, need=OWN).id)
 
     # -- app state -------------------------------------------------------------------
+    def _state_key(self, key: str) -> str:
+        me = self.whoami()
+        return key if me.name == repo.LOCAL_USER else f"{key}@{me.id}"  # each user's own
+
     def state(self, key: str) -> dict[str, Any]:
-        """What a front end keeps between runs under ``key`` (e.g. the UI's last session)."""
-        return repo.get_state(self._database(), key)
+        """What a front end keeps between runs under ``key`` for this user (e.g. the UI's last session)."""
+        return repo.get_state(self._database(), self._state_key(key))
 
     def set_state(self, key: str, value: dict[str, Any]) -> None:
-        repo.set_state(self._database(), key, value)
+        repo.set_state(self._database(), self._state_key(key), value)
 
     # -- documents -------------------------------------------------------------------------
     def ingest(
@@ -251,7 +385,7 @@ class Quire:
         cancelled: Callable[[], bool] = lambda: False,
         names: dict[str, str] | None = None,
     ) -> list[IngestResult]:
-        info = self.session(session)
+        info = self.session(session, need=EDIT)
         return self._ingestor().ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled,
                                        names=names)
 
@@ -266,24 +400,36 @@ class Quire:
 
     def add_parsed(self, session: SessionRef, parsed: ParsedDocument, *, sha256: str) -> int:
         """Store a document built in code (no file, no extractor), as evaluations and benchmarks do."""
-        return repo.store_document(self._database(), self.session(session).id, parsed, sha256=sha256)
+        return repo.store_document(self._database(), self.session(session, need=EDIT).id, parsed, sha256=sha256)
 
     def documents(self, session: SessionRef) -> list[DocumentRecord]:
         return repo.session_documents(self._database(), self.session(session, create=False).id)
 
     def document(self, document_id: int) -> DocumentRecord:
+        """A stored document, when it is in a session this user may read."""
+        if not self._readable([document_id]):
+            raise NotFound("No such document.", hint="It may have been removed, or it is not shared with you.")
         return repo.get_document(self._database(), document_id)
 
+    def _readable(self, document_ids: Iterable[int]) -> set[int]:
+        """Those of the documents that are in a session this user may read."""
+        ids = set(document_ids)
+        if self._is_admin():
+            return ids
+        return repo.readable_documents(self._database(), ids, user_id=self.whoami().id)
+
     def remove_document(self, session: SessionRef, document_id: int) -> None:
-        repo.remove_document(self._database(), self.session(session, create=False).id, document_id)
+        repo.remove_document(self._database(), self.session(session, create=False, need=EDIT).id, document_id)
 
     def segments(self, session: SessionRef) -> list[SegmentRecord]:
         """Every segment of the session, documents as added, then reading order."""
         return repo.session_segments(self._database(), self.session(session, create=False).id)
 
     def segments_by_id(self, ids: Iterable[int]) -> dict[int, SegmentRecord]:
-        """Stored segments by id (those that still exist), e.g. the passages a turn cites."""
-        return repo.get_segments(self._database(), ids)
+        """Stored segments by id (those that still exist, in sessions this user may read), e.g. a turn's passages."""
+        found = repo.get_segments(self._database(), ids)
+        allowed = self._readable({s.document_id for s in found.values()}) if found else set()
+        return {sid: seg for sid, seg in found.items() if seg.document_id in allowed}
 
     def search(self, session: SessionRef, query: str, *, limit: int = 200) -> list[tuple[int, float]]:
         """Segment ids of the session ranked by full-text relevance to ``query`` (best first), with scores."""
@@ -325,11 +471,11 @@ class Quire:
         """
         info = self.session(session, create=False)
         docs = self.documents(info)
-        if exact or self._runtime:
+        if exact or self._shared.runtime:
             window = self.runtime().context_window
         else:  # before the model is loaded: what the chosen runtime defaults to
             window = self.settings.context_window or runtime_class(resolve_name(self.settings)).DEFAULT_WINDOW
-        scale = self._counter(self._runtime).scale() if self._runtime else 1.0
+        scale = self._counter(self._shared.runtime).scale() if self._shared.runtime else 1.0
         rows = [(d.name, round(d.tokens * scale)) for d in docs]
         if exact:
             rt = self.runtime()
@@ -405,11 +551,11 @@ class Quire:
             while place := self._asking.place(ticket):
                 yield _waiting(place, self._asking.expected_wait(ticket))
                 self._asking.wait(ticket, WAIT_REPORT_S)
-            self._answering = asker
+            self._shared.answering = asker
             try:
                 yield from self._answer(info, question, requested)
             finally:
-                self._answering = None
+                self._shared.answering = None
         finally:  # answered, failed, or the asker went away (the generator closed): the line moves on
             self._asking.leave(ticket)
 
@@ -463,7 +609,7 @@ class Quire:
             question=question, answer=answer, runtime=rt.name, model=rt.model_name, strategy=ctx.strategy,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4), total_s=round(usage.total_s, 4),
-            meta=meta, citations=checked.citations,
+            meta=meta, citations=checked.citations, user_id=self.whoami().id, asked_by=self.whoami().name,
         )
         turn.id = repo.save_turn(self._database(), info.id, turn)
         yield Answer(turn, meta)
@@ -473,8 +619,9 @@ class Quire:
 
         With ``asker``, only when that asker's question is the one holding the model: one user's Stop never
         ends another user's answer (a question still waiting in line is ended by closing its stream)."""
-        if self._runtime is not None and (asker is None or asker == self._answering):
-            self._runtime.cancel()
+        runtime = self._shared.runtime
+        if runtime is not None and (asker is None or asker == self._shared.answering):
+            runtime.cancel()
 
     def answer(self, session: SessionRef, question: str, **kw) -> Answer:
         """Ask and wait for the whole answer."""
@@ -515,6 +662,12 @@ class Quire:
 
     def finish_eval_run(self, run_id: int, *, results: dict, summary: dict, status: str) -> None:
         eval_runs.finish_run(self._database(), run_id, results=results, summary=summary, status=status)
+
+
+def replace_name(seen: SessionRecord, stored: SessionRecord) -> SessionRecord:
+    """A session read again after a change, with the asking user's role kept."""
+    stored.role = seen.role
+    return stored
 
 
 def runtime_choices() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The command line: ``python app.py [serve|ingest|ask|export|sessions] ...``.
+"""The command line: ``python app.py [serve|ingest|ask|export|sessions|users|tokens|share|mcp] ...``.
 
 Every Settings field is a flag on every subcommand; QuireError becomes a
 one-line message and exit status 2 here, and nowhere else.
@@ -11,6 +11,7 @@ but not all (the count is printed).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from contextlib import closing
@@ -63,7 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="Count with the runtime's own tokenizer (loads the model).")
 
     eval_cli.add_parser(sub, common)
+    _account_parsers(sub, common)
+    sub.add_parser("mcp", parents=[common], help="Serve the MCP tools on stdin/stdout, acting as --user.")
     return parser
+
+
+def _account_parsers(sub, common) -> None:
+    users = sub.add_parser("users", parents=[common], help="Manage the accounts of a team server.")
+    verbs = users.add_subparsers(dest="verb", metavar="VERB", required=True)
+    p = verbs.add_parser("add", parents=[common], help="Add a user (asks for the password, or --password-file).")
+    p.add_argument("name", help="User name.")
+    p.add_argument("--admin", action="store_true", help="Admins manage users and see every session.")
+    p.add_argument("--password-file", type=Path, help="Read the password from the first line of this file.")
+    p.add_argument("--no-password", action="store_true", help="No password: a user for --auth-header or tokens only.")
+    verbs.add_parser("list", parents=[common], help="List users.")
+    p = verbs.add_parser("remove", parents=[common], help="Remove a user with their sessions and tokens.")
+    p.add_argument("name", help="User name.")
+    p = verbs.add_parser("passwd", parents=[common], help="Set a user's password.")
+    p.add_argument("name", help="User name.")
+    p.add_argument("--password-file", type=Path, help="Read the password from the first line of this file.")
+
+    tokens = sub.add_parser("tokens", parents=[common], help="Personal API tokens (Authorization: Bearer ...).")
+    verbs = tokens.add_subparsers(dest="verb", metavar="VERB", required=True)
+    p = verbs.add_parser("create", parents=[common], help="Create a token for a user; it is printed once, last.")
+    p.add_argument("name", help="The user the token acts for.")
+    p.add_argument("--label", default="", help="What the token is for (shown in the list).")
+    p = verbs.add_parser("list", parents=[common], help="List tokens (never the tokens themselves).")
+    p.add_argument("name", nargs="?", help="Only this user's.")
+    p = verbs.add_parser("revoke", parents=[common], help="Revoke a token by its id; it stops working at once.")
+    p.add_argument("id", type=int, help="Token id (from `tokens list`).")
+
+    p = sub.add_parser("share", parents=[common], help="Share a session with a user as reader or editor.")
+    p.add_argument("session", help="Session name (OWNER/NAME for another user's).")
+    p.add_argument("name", help="The user to share it with.")
+    p.add_argument("--role", choices=("reader", "editor"), default="reader",
+                   help="reader: ask, read, export; editor: also upload, remove documents, rename.")
+    p.add_argument("--remove", action="store_true", help="Take the share away instead.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(settings: Settings, args) -> int:
-    from ui.app import serve  # Gradio takes seconds to import: only the command that serves it pays
-
+    from server.app import serve  # Gradio takes seconds to import: only the command that serves it pays
 
     serve(settings)
     return 0
@@ -186,7 +221,8 @@ def cmd_sessions(settings: Settings, args) -> int:
     if not rows:
         print("No sessions yet. Create one with `python app.py ingest FILE --session NAME`.")
     for s in rows:
-        print(f"{s.name}\t{s.documents} documents\t~{s.tokens} tokens\t{s.turns} questions")
+        name = s.qualified + ("" if s.role == "owner" else f" ({s.role})")
+        print(f"{printable(name)}\t{s.documents} documents\t~{s.tokens} tokens\t{s.turns} questions")
     return 0
 
 
@@ -207,6 +243,72 @@ def cmd_documents(settings: Settings, args) -> int:
     return 0
 
 
+def _read_password(args) -> str:
+    if getattr(args, "password_file", None):
+        return args.password_file.read_text(encoding="utf-8").splitlines()[0] if args.password_file.stat().st_size else ""
+    if not sys.stdin.isatty():  # piped in
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise QuireError("The two passwords differ.", hint="Type the same password twice.")
+    return first
+
+
+def cmd_users(settings: Settings, args) -> int:
+    with Quire(settings) as q:
+        if args.verb == "add":
+            user = q.add_user(args.name, password=None if args.no_password else _read_password(args),
+                              admin=args.admin)
+            print(f"added {printable(user.name)}" + (" (admin)" if user.is_admin else ""))
+        elif args.verb == "list":
+            for user in q.users():
+                flags = [f for f, on in (("admin", user.is_admin), ("password", user.has_password)) if on]
+                print(f"{printable(user.name)}\t{', '.join(flags) or '-'}\t{user.created_at}")
+        elif args.verb == "remove":
+            q.remove_user(args.name)
+            print(f"removed {printable(args.name)}")
+        elif args.verb == "passwd":
+            q.set_password(args.name, _read_password(args))
+            print(f"password of {printable(args.name)} changed")
+    return 0
+
+
+def cmd_tokens(settings: Settings, args) -> int:
+    with Quire(settings) as q:
+        if args.verb == "create":
+            record, token = q.create_token(args.label or "token", user=args.name)
+            print(f"token {record.id} for {printable(args.name)}; it is shown once, keep it now:")
+            print(token)  # the last line, on its own: scripts take it with `tail -1`
+        elif args.verb == "list":
+            users = {u.id: u.name for u in q.users()}
+            for t in q.tokens(user=args.name):
+                state = f"revoked {t.revoked_at}" if t.revoked_at else "active"
+                print(f"{t.id}\t{printable(users.get(t.user_id, '?'))}\t{printable(t.name)}\t{t.prefix}...\t"
+                      f"{t.created_at}\t{state}")
+        elif args.verb == "revoke":
+            q.revoke_token(args.id)
+            print(f"token {args.id} revoked")
+    return 0
+
+
+def cmd_share(settings: Settings, args) -> int:
+    with Quire(settings) as q:
+        if args.remove:
+            q.unshare(args.session, args.name)
+            print(f"{printable(args.session)} is no longer shared with {printable(args.name)}")
+        else:
+            share = q.share(args.session, args.name, args.role)
+            print(f"{printable(args.session)} shared with {printable(share.user_name)} as {share.role}")
+    return 0
+
+
+def cmd_mcp(settings: Settings, args) -> int:
+    from server.mcp import serve_stdio  # the MCP SDK loads only for this command
+
+    serve_stdio(settings)
+    return 0
+
+
 def cmd_eval(settings: Settings, args) -> int:
     return eval_cli.run(settings, args)
 
@@ -219,4 +321,8 @@ COMMANDS = {
     "export": cmd_export,
     "sessions": cmd_sessions,
     "documents": cmd_documents,
+    "users": cmd_users,
+    "tokens": cmd_tokens,
+    "share": cmd_share,
+    "mcp": cmd_mcp,
 }

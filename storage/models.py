@@ -15,11 +15,21 @@ import datetime as dt
 from dataclasses import fields
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.document import Locator
-from core.records import CitationRecord, DocumentRecord, EvalRunRecord, SegmentRecord, SessionRecord, TurnRecord
+from core.records import (
+    ApiTokenRecord,
+    CitationRecord,
+    DocumentRecord,
+    EvalRunRecord,
+    SegmentRecord,
+    SessionRecord,
+    ShareRecord,
+    TurnRecord,
+    UserRecord,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -69,10 +79,45 @@ class Base(DeclarativeBase):
 
 
 class UserRow(Base):
+    """An account; migration 0003 adds its password hash (argon2id, never a record field) and the admin flag."""
+
     __tablename__ = "users"
+    record = UserRecord
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    def to_record(self, **extra: Any) -> UserRecord:
+        return super().to_record(has_password=bool(self.password_hash), **extra)
+
+
+class ShareRow(Base):
+    """A session shared with another user as reader or editor; migration 0003."""
+
+    __tablename__ = "shares"
+    record = ShareRecord
+    __table_args__ = (UniqueConstraint("session_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(10))
+
+
+class ApiTokenRow(Base):
+    """A personal API token, stored as the sha256 of the token (which is random, so a plain hash is enough)."""
+
+    __tablename__ = "api_tokens"
+    record = ApiTokenRecord
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class SessionRow(Base):
@@ -154,6 +199,7 @@ class TurnRow(Base):
     record = TurnRecord
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text, default="")
     runtime: Mapped[str] = mapped_column(String(50), default="")

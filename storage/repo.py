@@ -10,6 +10,7 @@ import re
 from typing import Any, Iterable
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from core.document import ParsedDocument
 from core.errors import InvalidName, NotFound
@@ -22,6 +23,7 @@ from storage.models import (
     SegmentRow,
     SessionDocumentRow,
     SessionRow,
+    ShareRow,
     TurnRow,
     UserRow,
     utcnow,
@@ -66,18 +68,47 @@ def create_session(db: Database, name: str, *, user_id: int | None = None, setti
             existing = SessionRow(user_id=uid, name=name, settings=settings or {})
             s.add(existing)
             s.flush()
-        return existing.to_record()
+        owner = s.scalar(select(UserRow.name).where(UserRow.id == uid)) or ""
+        return existing.to_record(owner=owner)
 
 
-def get_session(db: Database, name: str, *, user_id: int | None = None, create: bool = False) -> SessionRecord:
+def _no_session(name: str) -> NotFound:
+    """The same words whether the session does not exist or exists and the user may not see it."""
+    return NotFound(f"No session named {name!r}.", hint="List sessions with `python app.py sessions`.")
+
+
+def _role(s, row: SessionRow, uid: int, admin: bool) -> str | None:
+    if row.user_id == uid:
+        return "owner"
+    shared = s.scalar(select(ShareRow.role).where(ShareRow.session_id == row.id, ShareRow.user_id == uid))
+    return shared or ("admin" if admin else None)
+
+
+def get_session(db: Database, name: str, *, user_id: int | None = None, create: bool = False,
+                admin: bool = False) -> SessionRecord:
+    """The session ``name`` as user ``user_id`` sees it: their own by that name, else one shared with them (or,
+    for an admin, anyone's) by that name when only one is; ``OWNER/NAME`` names another user's session. A session
+    the user may not see is not found, in the same words as one that does not exist."""
     uid = user_id or ensure_user(db)
+    owner_name, _, plain = name.rpartition("/")
     with db.read() as s:
-        row = s.scalar(select(SessionRow).where(SessionRow.user_id == uid, SessionRow.name == name))
-        if row is not None:
-            return row.to_record()
-    if create:
+        q = select(SessionRow, UserRow.name).join(UserRow, UserRow.id == SessionRow.user_id).where(
+            SessionRow.name == plain)
+        q = q.where(UserRow.name == owner_name) if owner_name else q
+        candidates = [(row, owner, _role(s, row, uid, admin)) for row, owner in s.execute(q.order_by(SessionRow.id))]
+        visible = [(row, owner, role) for row, owner, role in candidates if role]
+        own = [c for c in visible if c[2] == "owner"]
+        shared = [c for c in visible if c[2] in ("editor", "reader")]
+        chosen = own or shared or [c for c in visible if c[2] == "admin"]
+        if len(chosen) == 1:
+            row, owner, role = chosen[0]
+            return row.to_record(owner=owner, role=role)
+        if len(chosen) > 1:
+            raise NotFound(f"Several sessions named {plain!r} are open to you.",
+                           hint="Name it as OWNER/NAME, e.g. " + f"{chosen[0][1]}/{plain}.")
+    if create and not owner_name:
         return create_session(db, name, user_id=uid)
-    raise NotFound(f"No session named {name!r}.", hint="List sessions with `python app.py sessions`.")
+    raise _no_session(name)
 
 
 def get_session_by_id(db: Database, session_id: int) -> SessionRecord:
@@ -85,10 +116,11 @@ def get_session_by_id(db: Database, session_id: int) -> SessionRecord:
         row = s.get(SessionRow, session_id)
         if row is None:
             raise NotFound(f"Session {session_id} no longer exists.", hint="List sessions with `python app.py sessions`.")
-        return row.to_record()
+        return row.to_record(owner=s.scalar(select(UserRow.name).where(UserRow.id == row.user_id)) or "")
 
 
-def list_sessions(db: Database, *, user_id: int | None = None) -> list[SessionRecord]:
+def list_sessions(db: Database, *, user_id: int | None = None, admin: bool = False) -> list[SessionRecord]:
+    """The sessions user ``user_id`` may see (their own, those shared with them; an admin: all), newest first."""
     uid = user_id or ensure_user(db)
     docs = (
         select(SessionDocumentRow.session_id, func.count().label("n"), func.sum(DocumentRow.tokens).label("t"))
@@ -97,17 +129,22 @@ def list_sessions(db: Database, *, user_id: int | None = None) -> list[SessionRe
         .subquery()
     )
     turns = select(TurnRow.session_id, func.count().label("n")).group_by(TurnRow.session_id).subquery()
+    shares = select(ShareRow.session_id, ShareRow.role).where(ShareRow.user_id == uid).subquery()
     q = (
-        select(SessionRow, docs.c.n, docs.c.t, turns.c.n)
+        select(SessionRow, UserRow.name, shares.c.role, docs.c.n, docs.c.t, turns.c.n)
+        .join(UserRow, UserRow.id == SessionRow.user_id)
+        .outerjoin(shares, shares.c.session_id == SessionRow.id)
         .outerjoin(docs, docs.c.session_id == SessionRow.id)
         .outerjoin(turns, turns.c.session_id == SessionRow.id)
-        .where(SessionRow.user_id == uid)
         .order_by(SessionRow.updated_at.desc(), SessionRow.id.desc())
     )
+    if not admin:
+        q = q.where((SessionRow.user_id == uid) | (shares.c.role.is_not(None)))
     with db.read() as s:
         return [
-            row.to_record(documents=n or 0, tokens=t or 0, turns=tn or 0)
-            for row, n, t, tn in s.execute(q)
+            row.to_record(owner=owner, role="owner" if row.user_id == uid else (shared or "admin"),
+                          documents=n or 0, tokens=t or 0, turns=tn or 0)
+            for row, owner, shared, n, t, tn in s.execute(q)
         ]
 
 
@@ -183,7 +220,20 @@ def store_document(
     source_path: str = "",
     blob_sha: str | None = None,
 ) -> int:
-    """Write a parsed document and link it to the session, all in one transaction."""
+    """Write a parsed document and link it to the session, all in one transaction. Two processes storing the same
+    file at once (one database, two app processes): one writes it, the other's insert fails on the unique sha256
+    and is retried, finding it there, and only links it."""
+    for attempt in (1, 2):
+        try:
+            return _store_document(db, session_id, parsed, sha256=sha256, source_path=source_path, blob_sha=blob_sha)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _store_document(db: Database, session_id: int, parsed: ParsedDocument, *, sha256: str, source_path: str,
+                    blob_sha: str | None) -> int:
     with db.write() as s:
         doc_id = s.scalar(select(DocumentRow.id).where(DocumentRow.sha256 == sha256))
         if doc_id is None:
@@ -234,6 +284,19 @@ def get_document(db: Database, document_id: int) -> DocumentRecord:
         return d.to_record(segments=n)
 
 
+def readable_documents(db: Database, document_ids: Iterable[int], *, user_id: int) -> set[int]:
+    """Those of the documents that are in a session the user owns or has a share of."""
+    ids = list(document_ids)
+    if not ids:
+        return set()
+    shared = select(ShareRow.session_id).where(ShareRow.user_id == user_id)
+    q = (select(SessionDocumentRow.document_id).join(SessionRow, SessionRow.id == SessionDocumentRow.session_id)
+         .where(SessionDocumentRow.document_id.in_(ids),
+                (SessionRow.user_id == user_id) | SessionRow.id.in_(shared)))
+    with db.read() as s:
+        return set(s.scalars(q))
+
+
 def session_segments(db: Database, session_id: int) -> list[SegmentRecord]:
     """Every segment of the session in a stable order: documents as added, then reading order."""
     q = (
@@ -256,18 +319,50 @@ def get_segments(db: Database, ids: Iterable[int]) -> dict[int, SegmentRecord]:
 
 
 def search_segments(db: Database, session_id: int, query: str, limit: int = 200) -> list[tuple[int, float]]:
-    """Segment ids of the session ranked by FTS5 bm25 (best first) with their scores."""
-    match = fts_query(query)
-    if not match:
+    """Segment ids of the session ranked by full-text relevance to ``query`` (best first) with their scores
+    (higher is better): FTS5's bm25 on SQLite, the same bm25 over the GIN-indexed tsvector on PostgreSQL. Both
+    match any of the question's content words (stemmed) and favour passages with more of them, rarer ones and
+    shorter passages; equal scores come in passage order."""
+    words = content_words(query)
+    if not words:
         return []
+    search = _search_postgresql if db.dialect == "postgresql" else _search_sqlite
+    with db.read() as s:
+        return search(s, session_id, words, limit)
+
+
+def _search_sqlite(s, session_id: int, words: list[str], limit: int) -> list[tuple[int, float]]:
     sql = text(
         "SELECT f.rowid, bm25(segments_fts) AS score FROM segments_fts f "
         "JOIN segments sg ON sg.id = f.rowid "
         "JOIN session_documents sd ON sd.document_id = sg.document_id AND sd.session_id = :sid "
-        "WHERE segments_fts MATCH :q ORDER BY score LIMIT :limit"
+        "WHERE segments_fts MATCH :q ORDER BY score, f.rowid LIMIT :limit"
     )
-    with db.read() as s:
-        return [(rid, -score) for rid, score in s.execute(sql, {"sid": session_id, "q": match, "limit": limit})]
+    match = " OR ".join('"' + w + '"' for w in words)
+    return [(rid, -score) for rid, score in s.execute(sql, {"sid": session_id, "q": match, "limit": limit})]
+
+
+def _search_postgresql(s, session_id: int, words: list[str], limit: int) -> list[tuple[int, float]]:
+    # FTS5's bm25 (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least 1e-6) over the session's
+    # passages, with the term counts of each tsvector (english stemming) and the passage's token estimate as its
+    # length: ranked as SQLite ranks. The GIN index finds the passages; the words go in as values, never syntax.
+    sql = text(
+        "WITH terms AS (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :words))), "
+        "query AS (SELECT plainto_tsquery('english', lexeme) AS one FROM terms), "
+        "passages AS (SELECT sg.id, sg.tsv, GREATEST(sg.tokens, 1) AS len FROM segments sg "
+        "  JOIN session_documents sd ON sd.document_id = sg.document_id AND sd.session_id = :sid), "
+        "stats AS (SELECT count(*) AS n, avg(len) AS avglen FROM passages), "
+        "hits AS (SELECT p.id, p.len, u.lexeme, cardinality(u.positions) AS tf FROM passages p "
+        "  CROSS JOIN LATERAL unnest(p.tsv) u "
+        "  WHERE p.tsv @@ (SELECT string_agg(one::text, ' | ')::tsquery FROM query) "
+        "  AND u.lexeme IN (SELECT lexeme FROM terms)), "
+        "df AS (SELECT lexeme, count(*) AS n FROM hits GROUP BY lexeme) "
+        "SELECT hits.id, sum(GREATEST(ln((stats.n - df.n + 0.5) / (df.n + 0.5)), 1e-6) "
+        "  * hits.tf * 2.2 / (hits.tf + 1.2 * (0.25 + 0.75 * hits.len / stats.avglen))) AS score "
+        "FROM hits JOIN df USING (lexeme) CROSS JOIN stats GROUP BY hits.id ORDER BY score DESC, hits.id LIMIT :limit"
+    )
+    return [(rid, float(score)) for rid, score in s.execute(sql, {"sid": session_id, "words": " ".join(words),
+                                                                   "limit": limit})]
 
 
 _WORD = re.compile(r"\w{2,}", re.UNICODE)
@@ -278,11 +373,10 @@ _STOP = frozenset(
 )
 
 
-def fts_query(question: str) -> str:
-    """An OR query of the question's content words, quoted so no FTS syntax leaks through."""
+def content_words(question: str) -> list[str]:
+    """The question's content words (lower case, no stop words, each once, at most 32): what search matches."""
     words = [w.lower() for w in _WORD.findall(question)]
-    terms = [w for w in dict.fromkeys(words) if w not in _STOP]
-    return " OR ".join('"' + w.replace('"', "") + '"' for w in terms[:32])
+    return [w for w in dict.fromkeys(words) if w not in _STOP][:32]
 
 
 # -- turns and citations ---------------------------------------------------------
@@ -297,9 +391,11 @@ def save_turn(db: Database, session_id: int, turn: TurnRecord) -> int:
 
 
 def list_turns(db: Database, session_id: int) -> list[TurnRecord]:
+    q = (select(TurnRow, UserRow.name).outerjoin(UserRow, UserRow.id == TurnRow.user_id)
+         .where(TurnRow.session_id == session_id).order_by(TurnRow.id))
     with db.read() as s:
-        rows = s.scalars(select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.id)).all()
-        return [t.to_record(citations=[c.to_record() for c in t.citations]) for t in rows]
+        return [t.to_record(asked_by=name or "", citations=[c.to_record() for c in t.citations])
+                for t, name in s.execute(q)]
 
 
 # -- app state -------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ingest.base import ExtractContext
 from quire.api import Quire
 from storage.blobs import BlobStore
 from storage.db import Database
+from tests.postgres import Cluster, binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("QUIRE_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -79,3 +80,19 @@ def pytest_runtest_makereport(item, call):  # noqa: ARG001 - pytest's hook signa
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.failed_call = True
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster the suite starts itself (initdb + pg_ctl on a loopback port), removed at the end."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin): `python3 bootstrap.py test` installs it")
+    cluster = Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh, empty PostgreSQL database of that cluster, as a SQLAlchemy URL."""
+    return postgres.database()

@@ -18,7 +18,18 @@ from core.errors import InvalidName, NotFound
 from core.records import CitationRecord, TurnRecord
 from storage import repo
 from storage.db import MIGRATIONS, Database
-from storage.models import Base, CitationRow, DocumentRow, EvalRunRow, SegmentRow, SessionRow, TurnRow
+from storage.models import (
+    ApiTokenRow,
+    Base,
+    CitationRow,
+    DocumentRow,
+    EvalRunRow,
+    SegmentRow,
+    SessionRow,
+    ShareRow,
+    TurnRow,
+    UserRow,
+)
 
 
 def _doc(name="a.txt", words=("alpha", "beta")):
@@ -128,10 +139,12 @@ def test_models_match_the_migrated_schema(db):
     assert columns == []
 
 
-@pytest.mark.parametrize("row", [SessionRow, DocumentRow, SegmentRow, TurnRow, CitationRow, EvalRunRow])
+@pytest.mark.parametrize("row", [SessionRow, DocumentRow, SegmentRow, TurnRow, CitationRow, EvalRunRow, UserRow,
+                                 ShareRow, ApiTokenRow])
 def test_every_record_field_is_a_column_or_said_not_to_be(row):
     """A record field named like no column of its table must be one of the few taken from elsewhere."""
-    derived = {"documents", "tokens", "turns", "segments", "document_name", "citations"}
+    derived = {"documents", "tokens", "turns", "segments", "document_name", "citations", "owner", "role", "asked_by",
+               "has_password", "user_name"}
     missing = {f.name for f in fields(row.record)} - set(row.__table__.columns.keys())
     assert missing <= derived, f"{row.record.__name__} has fields that are no column of {row.__tablename__}: {missing}"
 

@@ -1,6 +1,6 @@
 """The web UI: one :class:`quire.api.Quire` behind a Gradio Blocks app.
 
-``build_app`` lays the tabs out and wires them; ``serve`` launches it. Nothing
+``build_app`` lays the tabs out and wires them; ``server.app`` serves it with the API beside it. Nothing
 runs at import: the database opens when the first page loads, the model on the
 first question.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 import ipaddress
 
 import gradio as gr
-from starlette.middleware import Middleware
 
 from core.settings import Settings
-from quire.api import Quire
+from quire.api import LOCAL_USER, Quire
 from ui import settings_panel
+from ui.render import md_escape
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
 from ui.evals import EvalsTab
-from ui.export import ExportTab, export_dir
+from ui.export import ExportTab
 from ui.sessions import SessionBar
 
 TITLE = "Quire"
@@ -54,6 +54,7 @@ def build_app(quire: Quire) -> gr.Blocks:
     evals = EvalsTab(quire)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="quire-header")
+        signed_in = gr.Markdown(elem_id="quire-user")
         session = sessions.build()
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
@@ -68,6 +69,7 @@ def build_app(quire: Quire) -> gr.Blocks:
                 settings_panel.build(quire.settings, quire.runtime_name())
         app.load(sessions.initial, None, [sessions.dropdown, session], api_name="sessions")
         app.load(_tab_from_url, None, tabs, api_visibility="private")
+        app.load(_signed_in, None, signed_in, api_visibility="private")
         app.load(evals.rows, None, runs, api_visibility="private")
     return app
 
@@ -76,6 +78,14 @@ def _tab_from_url(request: gr.Request):
     """``?tab=documents`` opens that tab, so a link can point at a part of the app."""
     tab = (request.query_params.get("tab") or "") if request else ""
     return gr.Tabs(selected=tab) if tab in TABS else gr.skip()
+
+
+def _signed_in(request: gr.Request):
+    """Who is logged in, with the way out; nothing in single-user mode (the local user, no login)."""
+    name = getattr(request, "username", None) if request else None
+    if not name or name == LOCAL_USER:
+        return gr.skip()
+    return f"Signed in as **{md_escape(name)}** · [Log out](/logout)"
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -135,23 +145,3 @@ class HostAllowList:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-def serve(settings: Settings) -> None:
-    """Launch the UI on ``settings.host``/``settings.port`` until interrupted."""
-    with Quire(settings) as quire:
-        app = build_app(quire)
-        exports = export_dir(quire)
-        exports.mkdir(parents=True, exist_ok=True)
-        quire.warm_ingest()
-        app.queue(default_concurrency_limit=4).launch(
-            server_name=settings.host,
-            server_port=settings.port,
-            show_error=True,
-            allowed_paths=[str(exports)],
-            theme=theme(),
-            css=CSS,
-            footer_links=["api", "settings"],
-            quiet=settings.log_level not in ("debug", "info"),
-            app_kwargs={"middleware": [Middleware(HostAllowList, names=allowed_hosts(settings))]},
-        )

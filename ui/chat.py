@@ -13,15 +13,16 @@ from quire.api import STRATEGIES, Answer, Delta, Quire, Status
 from ui import render
 from ui.errors import user_errors
 from ui.viewer import Viewer
+from ui.users import UserScoped
 
 STREAM_EVERY_S = 0.05  # at most ~20 screen updates a second while an answer streams
 ASKERS_AT_ONCE = 16  # questions handled at once: one holds the model, the others wait in line and say where they stand
 CURSOR = " ▍"
 
 
-class ChatTab:
+class ChatTab(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
         self.viewer = Viewer(quire)
 
     # -- plain handlers ---------------------------------------------------------
@@ -74,7 +75,7 @@ class ChatTab:
             raise gr.Error("Type a question first.")
         strategy = strategy if strategy in STRATEGIES else "auto"
         info = self.q.session(session, create=False)
-        if strategy != self._session_strategy(info):
+        if strategy != self._session_strategy(info) and info.role != "reader":  # a reader's choice is not kept
             info = self.q.set_session_settings(info, strategy=strategy)
         messages = render.history(self._turns(info))
         messages += [render.user_message(question), {"role": "assistant", "content": "_Reading the documents…_"}]

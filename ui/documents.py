@@ -11,6 +11,7 @@ from core.errors import QuireError, printable
 from quire.api import Progress, Quire
 from ui import render
 from ui.errors import user_errors
+from ui.users import UserScoped
 
 FILE_HINT = (
     "PDFs (scanned ones too), images and screenshots, text and Markdown, source files, "
@@ -37,9 +38,9 @@ def progress_reporter(progress: gr.Progress, files: int):
     return report
 
 
-class DocumentsTab:
+class DocumentsTab(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
         self._cancel = threading.Event()
 
     # -- plain handlers ---------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 import zipfile
 from pathlib import Path
@@ -14,12 +15,18 @@ from export import export_session
 from quire.api import Quire
 from ui import render
 from ui.errors import user_errors
+from ui.users import UserScoped
 
 FORMATS = [(f"{label} (.{name})", name) for name, (label, _) in export_formats.items()]
 
 
 def export_dir(quire: Quire) -> Path:
+    """Where the UI writes reports: one folder per user (the server hands a file under it to that user only)."""
     return quire.settings.home / "exports"
+
+
+def user_export_dir(quire: Quire) -> Path:
+    return export_dir(quire) / str(quire.whoami().id)
 
 
 def slug(name: str) -> str:
@@ -34,9 +41,9 @@ def bundle(paths: list[Path], target: Path) -> Path:
     return target
 
 
-class ExportTab:
+class ExportTab(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
 
     @user_errors
     def export(self, session: str, fmt: str):
@@ -44,9 +51,10 @@ class ExportTab:
             raise gr.Error("Pick a session first.")
         if fmt not in {value for _, value in FORMATS}:
             raise gr.Error(f"Unknown format {fmt!r}: choose {', '.join(export_formats)}.")
-        folder = export_dir(self.q) / f"{slug(session)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        q = self.q
+        folder = user_export_dir(q) / f"{slug(session)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}"
         folder.mkdir(parents=True, exist_ok=True)
-        written = export_session(self.q, session, fmt, folder / f"{slug(session)}.{fmt}")
+        written = export_session(q, session, fmt, folder / f"{slug(session)}.{fmt}")
         files = [str(p) for p in written if p.is_file()]
         note = f"Report for **{render.md_escape(session)}** written."
         if len(files) > 1:

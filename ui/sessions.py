@@ -14,18 +14,19 @@ from core.errors import QuireError
 from quire.api import Quire
 from ui.errors import user_errors, warn
 from ui.render import md_escape, plural
+from ui.users import UserScoped
 
 STATE_KEY = "ui"
 DEFAULT_SESSION = "My documents"
 
 
-class SessionBar:
+class SessionBar(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
 
     # -- plain handlers (also API endpoints) ------------------------------------
     def names(self) -> list[str]:
-        return [s.name for s in self.q.sessions()]
+        return [s.qualified for s in self.q.sessions()]  # another user's as OWNER/NAME
 
     def remembered(self) -> str | None:
         name = self.q.state(STATE_KEY).get("session")
@@ -50,16 +51,16 @@ class SessionBar:
     @user_errors
     def create(self, name: str):
         info = self.q.session(name)
-        self.remember(info.name)
-        return gr.update(choices=self.names(), value=info.name), "", info.name
+        self.remember(info.qualified)
+        return gr.update(choices=self.names(), value=info.qualified), "", info.qualified
 
     @user_errors
     def rename(self, current: str, new_name: str):
         if not current:
             raise gr.Error("Pick a session to rename first.")
         info = self.q.rename_session(current, new_name)
-        self.remember(info.name)
-        return gr.update(choices=self.names(), value=info.name), "", info.name
+        self.remember(info.qualified)
+        return gr.update(choices=self.names(), value=info.qualified), "", info.qualified
 
     @user_errors
     def delete(self, current: str):
@@ -133,7 +134,7 @@ def _summary(q: Quire, name: str | None) -> str:
     if not name:
         return "No session selected: create one above."
     for s in q.sessions():
-        if s.name == name:
+        if s.qualified == name:
             return " · ".join([plural(s.documents, "document"), f"~{s.tokens:,} tokens", plural(s.turns, "question")])
     return ""
 

@@ -6,7 +6,7 @@ import gradio as gr
 
 from core.settings import Settings
 
-SECRET_FIELDS = {"api_key"}
+SECRET_FIELDS = {"api_key", "database_url"}  # a database URL may hold its password
 
 
 def settings_rows(settings: Settings) -> list[list[str]]:

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from core.records import CitationRecord, SegmentRecord
 from quire.api import Quire
 from ui import render
+from ui.users import UserScoped
 
 HIGHLIGHT_FILL = (255, 213, 0, 90)
 HIGHLIGHT_EDGE = (230, 115, 0, 255)
@@ -45,9 +46,9 @@ def highlight(image: Image.Image, bbox, page_size: tuple[float, float] | None) -
     return Image.alpha_composite(page, overlay).convert("RGB")
 
 
-class Viewer:
+class Viewer(UserScoped):
     def __init__(self, quire: Quire) -> None:
-        self.q = quire
+        super().__init__(quire)
 
     def show(self, citation: CitationRecord) -> View:
         title = f"**{render.md_escape(citation.ref)}** · {render.md_escape(citation.document_name)} · " \

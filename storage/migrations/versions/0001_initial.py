@@ -1,4 +1,5 @@
-"""Initial schema: users, sessions, documents, segments (with FTS5), turns, citations.
+"""Initial schema: users, sessions, documents, segments (with FTS5; on PostgreSQL a tsvector column with a GIN
+index), turns, citations.
 
 Revision ID: 0001
 Revises:
@@ -102,6 +103,12 @@ def upgrade() -> None:
         sa.Column("key", sa.String(100), primary_key=True),
         sa.Column("value", sa.JSON, nullable=False),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # Full-text index: a tsvector of each segment's text (english stemming, like FTS5's porter), GIN-indexed.
+        op.execute("ALTER TABLE segments ADD COLUMN tsv tsvector "
+                   "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED")
+        op.execute("CREATE INDEX ix_segments_tsv ON segments USING GIN (tsv)")
+        return
     # Full-text index over segment text (external content, kept in sync by triggers).
     op.execute(
         "CREATE VIRTUAL TABLE segments_fts USING fts5("
@@ -118,8 +125,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS segments_ad")
-    op.execute("DROP TRIGGER IF EXISTS segments_ai")
-    op.execute("DROP TABLE IF EXISTS segments_fts")
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TRIGGER IF EXISTS segments_ad")
+        op.execute("DROP TRIGGER IF EXISTS segments_ai")
+        op.execute("DROP TABLE IF EXISTS segments_fts")
     for table in ("app_state", "citations", "turns", "segments", "session_documents", "documents", "sessions", "users"):
         op.drop_table(table)
