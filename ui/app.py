@@ -58,16 +58,16 @@ def build_app(quire: Quire) -> gr.Blocks:
         session = sessions.build()
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                chat.build(session, sessions.summary, sessions.refresh_summary)
+                chat.build(sessions)
             with gr.Tab("Documents", id="documents"):
-                documents.build(session, sessions.summary, sessions.refresh_summary)
+                documents.build(sessions)
             with gr.Tab("Export", id="export"):
-                export.build(session)
+                export.build(sessions)
             with gr.Tab("Evaluations", id="evals"):
                 runs = evals.build()
             with gr.Tab("Settings", id="settings"):
                 settings_panel.build(quire.settings, quire.runtime_name())
-        app.load(sessions.initial, None, [sessions.dropdown, session], api_name="sessions")
+        sessions.wire(app.load(sessions.initial, None, [sessions.dropdown, session], api_name="sessions"))
         app.load(_tab_from_url, None, tabs, api_visibility="private")
         app.load(_signed_in, None, signed_in, api_visibility="private")
         app.load(evals.rows, None, runs, api_visibility="private")

@@ -12,6 +12,7 @@ from core.records import CitationRecord, SessionRecord, TurnRecord
 from quire.api import STRATEGIES, Answer, Delta, Quire, Status
 from ui import render
 from ui.errors import user_errors
+from ui.sessions import SessionBar
 from ui.viewer import Viewer
 from ui.users import UserScoped
 
@@ -130,7 +131,8 @@ class ChatTab(UserScoped):
         )
 
     # -- layout -------------------------------------------------------------------
-    def build(self, session: gr.Textbox, summary: gr.Markdown, summarize) -> None:
+    def build(self, bar: SessionBar) -> None:
+        session = bar.current
         citations = gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
@@ -174,8 +176,8 @@ class ChatTab(UserScoped):
         ]
         stop.click(self.stop, None, None, cancels=asked, api_visibility="private")
         for event in asked:
-            event.then(summarize, session, summary, api_visibility="private")
-        session.change(self.load, session, [chatbot, *turn_view, *viewer, strategy], api_name="history")
+            event.then(bar.refresh_summary, session, bar.summary, api_visibility="private")
+        bar.on_switch(self.load, [chatbot, *turn_view, *viewer, strategy], api_name="history")
         chatbot.select(self.pick_turn, session, turn_view, api_visibility="private")
         table.select(self.pick_citation_row, None, pick, api_visibility="private")
         pick.change(self.open_citation, [citations, pick], viewer, api_visibility="private")

@@ -11,6 +11,7 @@ from core.errors import QuireError, printable
 from quire.api import Progress, Quire
 from ui import render
 from ui.errors import user_errors
+from ui.sessions import SessionBar
 from ui.users import UserScoped
 
 FILE_HINT = (
@@ -109,7 +110,8 @@ class DocumentsTab(UserScoped):
         return self.view(session)
 
     # -- layout -----------------------------------------------------------------------
-    def build(self, session: gr.Textbox, summary: gr.Markdown, summarize) -> None:
+    def build(self, bar: SessionBar) -> None:
+        session = bar.current
         with gr.Row():
             with gr.Column(scale=3):
                 files = gr.File(label="Add files", file_count="multiple", type="filepath", height=160, elem_id="documents-upload")
@@ -146,11 +148,10 @@ class DocumentsTab(UserScoped):
                               show_progress_on=[report])
         removed = remove.click(self.remove, [session, pick], view, api_name="remove_document")
         table.select(self.pick_row, session, pick, api_visibility="private")
-        session.change(self.view, session, view, api_name="documents")
-        session.change(lambda: ("", {}, *_retry_update({})), None, [report, failed, *retry_outputs],
-                       api_visibility="private")
+        bar.on_switch(self.view, view, api_name="documents")
+        bar.on_switch(lambda: ("", {}, *_retry_update({})), [report, failed, *retry_outputs], inputs=[])
         for event in (added, retried, removed):
-            event.then(summarize, session, summary, api_visibility="private")
+            event.then(bar.refresh_summary, session, bar.summary, api_visibility="private")
 
 
 def _retry_update(failed: dict[str, str]):

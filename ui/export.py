@@ -15,6 +15,7 @@ from export import export_session
 from quire.api import Quire
 from ui import render
 from ui.errors import user_errors
+from ui.sessions import SessionBar
 from ui.users import UserScoped
 
 FORMATS = [(f"{label} (.{name})", name) for name, (label, _) in export_formats.items()]
@@ -62,7 +63,8 @@ class ExportTab(UserScoped):
             note += f" The zip holds it with {len(written) - 1} highlighted PDF{'s' if len(written) > 2 else ''}."
         return files, note
 
-    def build(self, session: gr.Textbox) -> None:
+    def build(self, bar: SessionBar) -> None:
+        session = bar.current
         gr.Markdown("Write every question of this session with its answer, citations and quotes. "
                     "PDF sources can come with copies whose cited regions are highlighted.")
         with gr.Row(equal_height=True):
@@ -71,4 +73,4 @@ class ExportTab(UserScoped):
         note = gr.Markdown()
         files = gr.File(label="Download", file_count="multiple", interactive=False)
         go.click(self.export, [session, fmt], [files, note], api_name="export")
-        session.change(lambda: (None, ""), None, [files, note], api_visibility="private")
+        bar.on_switch(lambda: (None, ""), [files, note], inputs=[])

@@ -2,11 +2,15 @@
 
 The session shown is held in a hidden textbox (:attr:`SessionBar.current`; hidden, not a
 ``gr.State``, so the handlers' API endpoints still take the session's name), which the tabs read and
-listen to. The dropdown only reflects it: its own ``change`` event also fires for the updates the
-server sends it, and several tabs answering those raced with it in the browser into a loop of
-reloads (seen after Create). A user's pick is the dropdown's ``input`` event."""
+reload from. They register with :meth:`SessionBar.on_switch`, and :meth:`SessionBar.wire` runs them
+once after each event that switches the session (load, pick, create, rename, delete). No tab listens
+to a ``change`` event: the dropdown's and the hidden box's fire for updates the server sends too, and
+the tabs answering them raced in the browser into an endless loop of reloads (seen after Create, on a
+loaded machine). A user's pick is the dropdown's ``input`` event."""
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -23,6 +27,20 @@ DEFAULT_SESSION = "My documents"
 class SessionBar(UserScoped):
     def __init__(self, quire: Quire) -> None:
         super().__init__(quire)
+        self._switches: list = []  # the events after which another session is shown
+        self._listeners: list[tuple[Callable, Any, dict]] = []
+
+    def on_switch(self, fn: Callable, outputs, *, inputs=None, api_name: str | None = None) -> None:
+        """Run ``fn(session name)`` (or ``fn(*inputs)``) once whenever another session is shown."""
+        self._listeners.append((fn, outputs, {"inputs": inputs, "api_name": api_name}))
+
+    def wire(self, *events) -> None:
+        """Attach every listener after every switching event (``events``: more of them, e.g. the page load)."""
+        for n, event in enumerate([*events, *self._switches]):
+            for fn, outputs, kw in self._listeners:
+                inputs = self.current if kw["inputs"] is None else kw["inputs"]
+                named = {"api_name": kw["api_name"]} if kw["api_name"] and n == 0 else {"api_visibility": "private"}
+                event.success(fn, inputs, outputs, **named)
 
     # -- plain handlers (also API endpoints) ------------------------------------
     def names(self) -> list[str]:
@@ -112,18 +130,20 @@ class SessionBar(UserScoped):
         self.summary = gr.Markdown(elem_id="session-summary")
 
         creating = ([self.new_name], [self.dropdown, self.new_name, self.current])
-        create.click(self.create, *creating, api_name="create_session")
-        self.new_name.submit(self.create, *creating, api_visibility="private")
         renaming = ([self.current, self.rename_to], [self.dropdown, self.rename_to, self.current])
-        rename.click(self.rename, *renaming, api_name="rename_session")
-        self.rename_to.submit(self.rename, *renaming, api_visibility="private")
         delete.click(_ask_confirm, self.current, [confirm_row, confirm_text], api_visibility="private")
         cancel.click(lambda: _confirm_hidden()[0], None, confirm_row, api_visibility="private")
-        confirm.click(self.delete, self.current, [self.dropdown, confirm_row, confirm_text, self.current],
-                      api_name="delete_session")
-        self.dropdown.input(self.pick, [self.dropdown, self.current], [self.dropdown, self.current],
-                            api_visibility="private")
-        self.current.change(self.select, self.current, self.summary, api_name="select_session")
+        self._switches = [
+            create.click(self.create, *creating, api_name="create_session"),
+            self.new_name.submit(self.create, *creating, api_visibility="private"),
+            rename.click(self.rename, *renaming, api_name="rename_session"),
+            self.rename_to.submit(self.rename, *renaming, api_visibility="private"),
+            confirm.click(self.delete, self.current, [self.dropdown, confirm_row, confirm_text, self.current],
+                          api_name="delete_session"),
+            self.dropdown.input(self.pick, [self.dropdown, self.current], [self.dropdown, self.current],
+                                api_visibility="private"),
+        ]
+        self.on_switch(self.select, self.summary, api_name="select_session")
         return self.current
 
     def refresh_summary(self, name: str | None) -> str:
