@@ -250,7 +250,6 @@ def run_document(
     """
     started = time.perf_counter()
     text = [s for s in segments if s.kind == "text" and s.text.strip()]
-    total_tokens = sum(max(s.tokens, 1) for s in segments)
     shards = plan_shards(text, runtime, counter, options) if text else []
     found: dict[str, list[Candidate]] = {f.name: [] for f in fields}
     replies: dict[str, list[str]] = {f.name: [] for f in fields}  # kept in the cell's meta, for review
@@ -272,6 +271,9 @@ def run_document(
             replies[fld.name].append(reply[:400])
             found[fld.name] += candidates(reply, refs, fld, 1)
     read_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(text))
+    read_ids = {s.id for s in text}
+    unread = [s for s in segments if s.id not in read_ids]  # images and empty passages: counted, not read
+    total_tokens = read_tokens + sum(counter(f"X{i}", s) for i, s in enumerate(unread))
     for fld in fields:
         best = choose(found[fld.name], fld)
         second = None

@@ -158,7 +158,7 @@ class EvalRunRecord:
 
 CELL_STATUSES = {  # a matrix cell's status -> what it means, in words (UI, CLI, exports show these)
     "verified": "verified: the quote is in the passage it cites",
-    "unverified": "unverified: the quote was not found in the passage it cites",
+    "unverified": "unverified: no quote of the answer was found in the passage it cites",
     "not_found": "not found",
 }
 CELL_MARKS = ("", "correct", "wrong", "edited")  # a reviewer's mark; "" until one is set

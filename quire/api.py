@@ -34,6 +34,7 @@ from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
+from backend.clauses import CUAD_CATEGORIES
 from backend.expansion import expand
 from backend.matrix import CellDone, Field, Stopped, parse_fields, run_document
 from backend.registry import available, create_runtime, resolve_name, runtime_class
@@ -51,7 +52,7 @@ from storage import eval_runs, matrix, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
-__all__ = ["Answer", "Budget", "CellDone", "Delta", "Field", "IngestResult", "MatrixRun", "Progress", "Quire",
+__all__ = ["Answer", "Budget", "CUAD_CATEGORIES", "CellDone", "Delta", "Field", "IngestResult", "MatrixRun", "Progress", "Quire",
            "STRATEGIES", "Status", "parse_fields", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()

@@ -18,7 +18,7 @@ from core.errors import InvalidName, NotFound
 from core.records import CitationRecord, TurnRecord
 from storage import repo
 from storage.db import MIGRATIONS, Database
-from storage.models import Base, CitationRow, DocumentRow, EvalRunRow, SegmentRow, SessionRow, TurnRow
+from storage.models import Base, CitationRow, DocumentRow, EvalRunRow, MatrixCellRow, SegmentRow, SessionRow, TurnRow
 
 
 def _doc(name="a.txt", words=("alpha", "beta")):
@@ -128,7 +128,7 @@ def test_models_match_the_migrated_schema(db):
     assert columns == []
 
 
-@pytest.mark.parametrize("row", [SessionRow, DocumentRow, SegmentRow, TurnRow, CitationRow, EvalRunRow])
+@pytest.mark.parametrize("row", [SessionRow, DocumentRow, SegmentRow, TurnRow, CitationRow, EvalRunRow, MatrixCellRow])
 def test_every_record_field_is_a_column_or_said_not_to_be(row):
     """A record field named like no column of its table must be one of the few taken from elsewhere."""
     derived = {"documents", "tokens", "turns", "segments", "document_name", "citations"}
