@@ -125,15 +125,38 @@ class Stopped:
     message: str = "Stopped"
 
 
-def plan_shards(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
-                options: GenerateOptions) -> list[list[int]]:
-    """One document's text passages as consecutive shards that each fit the window with the extraction
-    prompt and its answer (indexes into ``segments``)."""
+def shard_budget(runtime: Runtime, options: GenerateOptions) -> int:
+    """Tokens of passages one extraction prompt may hold: the window less the answer, the instructions and the
+    longest CUAD question (so every field fits the same shards)."""
     longest = max((Field(c.name, c.description).prompt_text() for c in CUAD_CATEGORIES), key=len)
     fixed = runtime.count_prompt(Prompt(SYSTEM_PROMPT, [Part("text", "<documents>\n"),
                                                         Part("text", _question_part(longest))]))
-    budget = runtime.context_window - options.max_tokens - fixed
-    return make_shards(segments, counter, int(budget * 0.95))
+    return int((runtime.context_window - options.max_tokens - fixed) * 0.95)
+
+
+def plan_shards(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
+                options: GenerateOptions) -> list[list[int]]:
+    """One document's text passages as consecutive shards that each fit the window with the extraction
+    prompt and its answer (indexes into ``segments``; see :func:`fitted` for passages over a shard)."""
+    return make_shards(segments, counter, shard_budget(runtime, options))
+
+
+def fitted(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
+           options: GenerateOptions) -> list[SegmentRecord]:
+    """The passages, each one longer than a shard cut into consecutive pieces that fit (same id and place, part
+    of the text: a quote found in a piece is in the passage)."""
+    budget = shard_budget(runtime, options)
+    out: list[SegmentRecord] = []
+    todo = list(reversed(segments))
+    while todo:
+        seg = todo.pop()
+        words = seg.text.split(" ")
+        if counter(ref_id(len(out)), seg) <= budget or len(words) < 2:
+            out.append(seg)
+            continue
+        half = len(words) // 2  # halves until each fits: tokens per word vary too much to cut by proportion
+        todo += [dataclasses.replace(seg, text=" ".join(words[half:])), dataclasses.replace(seg, text=" ".join(words[:half]))]
+    return out
 
 
 def _question_part(text: str) -> str:
@@ -249,7 +272,7 @@ def run_document(
     document (segment ids, best first) for the second pass; ``stopped`` is asked before each model call.
     """
     started = time.perf_counter()
-    text = [s for s in segments if s.kind == "text" and s.text.strip()]
+    text = fitted([s for s in segments if s.kind == "text" and s.text.strip()], runtime, counter, options)
     shards = plan_shards(text, runtime, counter, options) if text else []
     found: dict[str, list[Candidate]] = {f.name: [] for f in fields}
     replies: dict[str, list[str]] = {f.name: [] for f in fields}  # kept in the cell's meta, for review
@@ -270,7 +293,7 @@ def run_document(
             usages.append(usage)
             replies[fld.name].append(reply[:400])
             found[fld.name] += candidates(reply, refs, fld, 1)
-    read_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(text))
+    read_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(text))  # pieces counted as read
     read_ids = {s.id for s in text}
     unread = [s for s in segments if s.id not in read_ids]  # images and empty passages: counted, not read
     total_tokens = read_tokens + sum(counter(f"X{i}", s) for i, s in enumerate(unread))

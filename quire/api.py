@@ -537,10 +537,12 @@ class Quire:
                     seed=self.settings.seed, repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
                 )
                 segments = self.segments(info)
+                # the matrix's own counts: its ids are each document's own, and a long passage may be cut in pieces
+                counter = TokenCounter(rt)
                 for n, (doc, pending) in enumerate(todo, 1):
                     own = [s for s in segments if s.document_id == doc.id]
                     label = f"Document {n} of {len(todo)} ({doc.name}): "
-                    with closing(run_document(own, pending, rt, counter=self._counter(rt), options=options,
+                    with closing(run_document(own, pending, rt, counter=counter, options=options,
                                               rank=self._field_ranking(info), stopped=self._stop.is_set,
                                               label=label)) as events:
                         for event in events:
