@@ -85,7 +85,7 @@ class MatrixTab:
                     yield (f"[{event.done}/{event.total} cells] {render.md_escape(event.message)}",
                            gr.skip(), gr.skip())
                 elif isinstance(event, MatrixRun):
-                    ordered = [c for c in self.q.matrix_cells(session, names)]
+                    ordered = self.q.matrix_cells(session, names)
                     end = "Stopped: run again to resume." if event.stopped else "Done."
                     yield self._outputs(ordered, f"{end} {event.done} of {event.total} cells "
                                                  f"({event.reused} kept from an earlier run), {event.wall_s:.0f} s.")
