@@ -12,7 +12,8 @@ Per document and per field:
    tolerant match the answer citations use): a cell is ``verified`` only when the words are found there,
    and the quote it shows is then cut from the passage itself, so a verified cell never shows words the
    source does not hold. A quote found in another passage of the same shard is attributed to that passage
-   (said in the cell's meta). A quote found nowhere leaves the cell ``unverified``.
+   (said in the cell's meta). A quote found nowhere leaves the cell ``unverified``; a quote that is there but
+   shares no word with the field is ``quoted``, as an answer's citation would be.
 3. **A second pass** for a field with no verified quote: the document's passages ranked for the field
    (full-text search, best first, as many as one window holds, in reading order), asked once more.
 4. **Not found** otherwise, with how much of the document was read.
@@ -252,7 +253,12 @@ def choose(found: Sequence[Candidate], fld: Field) -> Candidate | None:
     if not found:
         return None
     ranked = sorted(enumerate(found), key=lambda ic: (ic[1].status != "verified", -relevance(ic[1], fld), ic[0]))
-    return ranked[0][1]
+    best = ranked[0][1]
+    if best.status == "verified" and not relevance(best, fld):
+        # true words, beside the point (SmolLM2 copies a sentence of the passage whatever is asked): like an
+        # answer's citation, "quoted", not verified; it keeps its place so the reviewer sees what was found
+        best = dataclasses.replace(best, status="quoted")
+    return best
 
 
 def run_document(
@@ -300,7 +306,7 @@ def run_document(
     for fld in fields:
         best = choose(found[fld.name], fld)
         second = None
-        if text and (best is None or best.status != "verified"):
+        if text and (best is None or best.status != "verified"):  # quoted or unverified: a second look
             if stopped():
                 yield Stopped()
                 return
@@ -315,7 +321,8 @@ def run_document(
                 usages.append(usage)
                 replies[fld.name].append(reply[:400])
                 second = choose(candidates(reply, refs, fld, 2), fld)
-                if second is not None and (best is None or second.status == "verified"):
+                if second is not None and (best is None or second.status == "verified"
+                                           or (second.status == "quoted" and best.status == "unverified")):
                     best = second
         cell = _cell(fld, best, found[fld.name], read_tokens, total_tokens, len(shards), second is not None,
                      usages, time.perf_counter() - started, runtime)

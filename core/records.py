@@ -158,6 +158,7 @@ class EvalRunRecord:
 
 CELL_STATUSES = {  # a matrix cell's status -> what it means, in words (UI, CLI, exports show these)
     "verified": "verified: the quote is in the passage it cites",
+    "quoted": "quoted only: the words are in the passage but share nothing with the field",
     "unverified": "unverified: no quote of the answer was found in the passage it cites",
     "not_found": "not found",
 }

@@ -107,7 +107,7 @@ def _matrix(cells: list[MatrixCellRecord]) -> str:
 def _matrix_cell(c: MatrixCellRecord | None) -> str:
     if c is None:
         return "<td></td>"
-    badge = f"<span class=\"badge {c.status if c.status in ('verified', 'unverified', 'not_found') else 'unverified'}\">" \
+    badge = f"<span class=\"badge {c.status if c.status in ('verified', 'quoted', 'unverified', 'not_found') else 'unverified'}\">" \
             f"{escape(c.status_words)}</span>"
     mark = f" <span class=\"origin\">reviewer: {escape(c.mark)}</span>" if c.mark else ""
     answer = f"<p>{escape(c.shown_answer)}</p>" if c.shown_answer else ""

@@ -20,7 +20,7 @@ from export.report import Report
 
 COLUMNS = ("document", "field", "answer", "status", "quote", "page", "location", "mark", "model answer",
            "read tokens", "document tokens", "question")
-FILLS = {"verified": "DAFBE1", "unverified": "FFF8C5", "not_found": "EEEEEE"}
+FILLS = {"verified": "DAFBE1", "quoted": "FFF1E5", "unverified": "FFF8C5", "not_found": "EEEEEE"}
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 

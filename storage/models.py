@@ -250,7 +250,7 @@ class MatrixCellRow(Base):
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     field_name: Mapped[str] = mapped_column(String(500))
     question: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(20), default="not_found")  # verified|unverified|not_found
+    status: Mapped[str] = mapped_column(String(20), default="not_found")  # verified|quoted|unverified|not_found
     answer: Mapped[str] = mapped_column(Text, default="")
     quote: Mapped[str] = mapped_column(Text, default="")
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"), nullable=True)

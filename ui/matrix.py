@@ -47,7 +47,7 @@ def as_citation(cell: MatrixCellRecord) -> CitationRecord:
     """A cell as the viewer's citation: its passage, its place, its quote and status."""
     return CitationRecord(ref=str(cell.meta.get("ref") or cell.field_name), segment_id=cell.segment_id,
                           document_name=cell.document_name, locator=cell.locator, quote=cell.quote,
-                          status="verified" if cell.status == "verified" else "unverified")
+                          status=cell.status if cell.status in ("verified", "quoted") else "unverified")
 
 
 class MatrixTab:
