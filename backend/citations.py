@@ -71,6 +71,42 @@ def quote_in_source(quote: str, source: str, threshold: float = 0.85) -> bool:
     return block_total / len(q) >= threshold and _longest_run(matcher) >= min(len(q), 12)
 
 
+def locate(quote: str, source: str, threshold: float = 0.85) -> str | None:
+    """The words of ``source`` that ``quote`` reproduces, as the source writes them, or None.
+
+    Word by word, ignoring case, punctuation and whitespace: an exact run of the quote's words, else the
+    shortest stretch of the source holding ``threshold`` of them in order, with a run of at least 4 (or
+    all) in a row, and no longer than 1.3 times the quote. What comes back is cut from the source itself,
+    so a caller that shows it shows nothing the source does not hold.
+    """
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(source)]
+    src = [source[a:b].lower() for a, b in spans]
+    want = [w.lower() for w in _WORD.findall(quote)]
+    if not want or not src:
+        return None
+    n = len(want)
+    for i in range(len(src) - n + 1):
+        if src[i] == want[0] and src[i:i + n] == want:
+            return source[spans[i][0]:spans[i + n - 1][1]]
+    matcher = SequenceMatcher(None, src, want, autojunk=False)
+    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    if not blocks or max(b.size for b in blocks) < min(n, 4):
+        return None
+    # the blocks in quote order; keep the longest chain whose source stretch stays short
+    best: tuple[int, int, int] | None = None  # (matched words, first source word, last source word + 1)
+    for i, first in enumerate(blocks):
+        matched = 0
+        for last in blocks[i:]:
+            if last.a + last.size - first.a > 1.3 * n:
+                break
+            matched += last.size
+            if matched >= threshold * n and (best is None or matched > best[0]):
+                best = (matched, first.a, last.a + last.size)
+    if best is None:
+        return None
+    return source[spans[best[1]][0]:spans[best[2] - 1][1]]
+
+
 def _longest_run(matcher: SequenceMatcher) -> int:
     return max((b.size for b in matcher.get_matching_blocks()), default=0)
 
@@ -137,6 +173,11 @@ def parse_refs(answer: str) -> list[tuple[str, int, int]]:
 
 
 _QUOTE_MARKS = '"“”'
+
+
+def without_refs(text: str) -> str:
+    """The text with its ``[S12]`` markers taken out."""
+    return _REF.sub(" ", text)
 
 
 def _sentence_around(answer: str, start: int, end: int) -> str:

@@ -157,11 +157,11 @@ class TokenCounter:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._cache: dict[tuple[str, int], int] = {}
+        self._cache: dict[tuple[str, int, int], int] = {}
         self._estimated = self._counted = 0  # text passages counted so far: their ingest estimates, their counts
 
     def __call__(self, ref: str, seg: SegmentRecord) -> int:
-        key = (ref, seg.id)
+        key = (ref, seg.id, len(seg.text))  # a passage cut in pieces (the matrix) is counted piece by piece
         if key not in self._cache:
             if seg.kind == "image" and self.runtime.supports_images:
                 w, h = seg.meta.get("width", 0), seg.meta.get("height", 0)

@@ -211,3 +211,53 @@ class EvalRunRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for result files and the UI; with the ``plot`` path."""
         return {k: v for k, v in asdict(self).items() if k != "results"} | {"plot": self.plot()}
+
+
+CELL_STATUSES = {  # a matrix cell's status -> what it means, in words (UI, CLI, exports show these)
+    "verified": "verified: the quote is in the passage it cites",
+    "quoted": "quoted only: the words are in the passage but share nothing with the field",
+    "unverified": "unverified: no quote of the answer was found in the passage it cites",
+    "not_found": "not found",
+}
+CELL_MARKS = ("", "correct", "wrong", "edited")  # a reviewer's mark; "" until one is set
+
+
+@dataclass(kw_only=True)
+class MatrixCellRecord:
+    """One cell of a session's review matrix (table ``matrix_cells``): one document, one field.
+
+    ``field_name`` is the column's name, ``question`` what was asked for it (a CUAD category's description, or
+    the field itself). ``read_tokens`` of the document's ``total_tokens`` were read (all of them unless the
+    run was cut short); ``mark`` and ``edit`` are the reviewer's, kept across reruns.
+    """
+
+    id: int = 0
+    session_id: int
+    document_id: int
+    document_name: str = ""  # not a column: the document's name in the session
+    field_name: str
+    question: str = ""
+    status: str = "not_found"  # a key of CELL_STATUSES
+    answer: str = ""
+    quote: str = ""
+    segment_id: int | None = None
+    locator: Locator = field(default_factory=Locator)
+    read_tokens: int = 0
+    total_tokens: int = 0
+    mark: str = ""  # one of CELL_MARKS
+    edit: str = ""  # the reviewer's answer, when the mark is "edited"
+    meta: dict[str, Any] = field(default_factory=dict)  # how it was found: pass, passages read, model, times
+    created_at: str = ""
+
+    @property
+    def status_words(self) -> str:
+        """The status in words; "not found" says how much of the document was read."""
+        if self.status == "not_found":
+            share = self.read_tokens / self.total_tokens if self.total_tokens else 1.0
+            return f"not found (read {self.read_tokens:,} of {self.total_tokens:,} tokens, {share:.0%} of the document)"
+        return CELL_STATUSES.get(self.status, self.status)
+
+    @property
+    def shown_answer(self) -> str:
+        """What the cell shows: the reviewer's edit where there is one, else the model's answer."""
+        return self.edit if self.mark == "edited" and self.edit else self.answer

@@ -89,6 +89,9 @@ class Settings:
         0.0, "Repetition penalty (1 is none); 0 takes the runtime's own (1 for every built-in runtime: on SmolLM2, 1.1 "
         "stopped three looping prompts but lost the cited answer of a simple question; the loop guard stops repeats)."
     )
+    matrix_answer_tokens: int = _opt(
+        64, "Most tokens of one matrix extraction (a short answer, its quote and passage id), per shard and field."
+    )
     threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
     strategy: str = _opt(
         "auto",

@@ -32,7 +32,7 @@ def add_parser(subparsers, common_parent: argparse.ArgumentParser) -> argparse.A
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--strategies", default="", metavar="LIST",
                         help="Comma-separated context strategies to evaluate, one run each "
-                             "(auto, full, focus, sweep); default: --strategy.")
+                             "(auto, full, focus, sweep; matrix for cuad: the review matrix); default: --strategy.")
     shared.add_argument("--limit", type=int, default=0, help="Evaluate only the first N items (0: all).")
     shared.add_argument("--out", type=Path, default=None, help="Folder for the result files (default: HOME/evals/KIND-RUN).")
     shared.add_argument("--resume", type=int, default=0, metavar="RUN_ID",
@@ -82,6 +82,8 @@ def run(settings: Settings, args) -> int:
     if args.eval_command == "evidence":
         return evidence.run(settings, args, _corpus())
     strategies = [s.strip() for s in (args.strategies or settings.strategy).split(",") if s.strip()]
+    if "matrix" in strategies and args.eval_command != "cuad":
+        raise QuireError("The matrix strategy is scored on contracts only.", hint="Use it with `app.py eval cuad`.")
     status = 0
     for strategy in strategies:
         status = max(status, run_one(settings, args, strategy))

@@ -7,6 +7,10 @@ contract with ``title``, ``pdf``, ``txt`` and ``qas``; each qa has a
 ``txt/`` folders. Each contract's PDF is ingested through the app's own
 pipeline (so citations carry pages), and each category's question is asked.
 
+Strategy ``matrix`` asks no question: the contract's categories are the fields of one review matrix
+(``Quire.matrix``, each asking the category's description), and each cell is scored as an answer that
+quotes its cell's quote (a "not found" cell declines).
+
 Scores per item (runs of 6+ words the answer repeats from the question and
 instruction are removed first, so an echoed "say that it does not" is no decline):
 - ``f1``: SQuAD token F1 of the answer's quoted words (the whole answer when it
@@ -159,6 +163,7 @@ class CuadEval:
         self.contracts = contracts
         self.categories = categories
         self._pages: dict[str, list[str]] = {}
+        self._fields: dict[str, list[str]] = {}  # contract -> the categories its items ask (the matrix's fields)
 
     @classmethod
     def from_folder(cls, folder: Path, *, contracts: str = "", categories: Sequence[str] = (), order: str = "file") -> "CuadEval":
@@ -200,6 +205,7 @@ class CuadEval:
         if contract.pdf is None:
             raise QuireError(f"No PDF found for contract {contract.title}.")
         self._pages[contract.title] = page_texts(contract.pdf)
+        self._fields[contract.title] = [it.data["category"] for it in items]
         runner.ingest(session, [contract.pdf])
 
     def score(self, runner: Runner, session: str, item: Item) -> dict[str, Any]:
@@ -209,7 +215,11 @@ class CuadEval:
         pages = self._pages.get(contract.title) or page_texts(contract.pdf)
         gold_pages = sorted({p for s in spans for p in span_pages(s, pages)})
         question = qa["question"] + INSTRUCTION
-        asked = runner.ask(session, question)
+        if runner.run.strategy == "matrix":  # the review matrix: every category of the contract read at once
+            fields = self._fields.get(contract.title) or [item.data["category"]]
+            asked = runner.matrix_cell(session, fields, item.data["category"])
+        else:
+            asked = runner.ask(session, question)
         result = {**item.data, **asked, "expert_spans": [s[:500] for s in spans], "gold_pages": gold_pages}
         if asked.get("error"):
             return result | {"score": None, "f1": None}

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from core.errors import NotFound, QuireError
 from core.records import EvalRunRecord, TurnRecord
-from quire.api import Quire, SessionRef
+from quire.api import CellDone, Field, Quire, SessionRef
 
 
 @dataclass
@@ -113,6 +113,34 @@ class Runner:
             "narrowed": t.meta.get("narrowed"),
             "notes": t.meta.get("notes", []),
             "wall_s": round(time.perf_counter() - started, 3),
+        }
+
+    def matrix_cell(self, session: str, fields: Sequence[str], field: str) -> dict[str, Any]:
+        """One cell of the session's review matrix over ``fields`` (computed for all of them on first use,
+        then kept), as a JSON-ready dict shaped like :meth:`ask`'s; errors are recorded, not raised."""
+        started = time.perf_counter()
+        try:
+            cells = [e.cell for e in self.q.matrix(session, list(fields)) if isinstance(e, CellDone)]
+        except QuireError as exc:
+            return {"answer": "", "error": exc.user_message(), "citations": [], "wall_s": round(time.perf_counter() - started, 3)}
+        wanted = Field.of(field).name
+        cell = next(c for c in cells if c.field_name == wanted)
+        if cell.status == "not_found":
+            answer = "Not found: the contract does not contain this."
+        else:
+            answer = cell.answer + (f' "{cell.quote}"' if cell.quote else "")
+        citations = [] if cell.segment_id is None else [
+            {"ref": str(cell.meta.get("ref", "")), "segment_id": cell.segment_id, "document": cell.document_name,
+             "page": cell.locator.page, "status": cell.status, "origin": "matrix", "quote": cell.quote[:300]}]
+        n_fields = max(1, len(fields))
+        return {
+            "answer": answer, "strategy_used": "matrix", "cell_status": cell.status, "citations": citations,
+            "second_pass": cell.meta.get("second_pass"), "pass": cell.meta.get("pass"),
+            "prompt_tokens": cell.meta.get("prompt_tokens", 0) // n_fields,
+            "cached_tokens": cell.meta.get("cached_tokens", 0) // n_fields,
+            "share_seen": round(cell.read_tokens / cell.total_tokens, 4) if cell.total_tokens else 1.0,
+            # the document's fields are read together: each cell's share of the document's time
+            "wall_s": round(float(cell.meta.get("wall_s", 0.0)) / n_fields, 3),
         }
 
     def cited_texts(self, asked: dict[str, Any]) -> list[str]:

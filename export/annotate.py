@@ -3,7 +3,8 @@
 Each citation with a page becomes one highlight: the quote's own text where
 PyMuPDF finds it on that page in or near the cited box, else the box itself.
 Citations of the same spot share one highlight whose note names every
-question and ref that cited it. Originals are never modified.
+question and ref that cited it. Every verified cell of the review matrix is
+highlighted the same way, labelled with its field. Originals are never modified.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pymupdf
 
-from core.records import CitationRecord, DocumentRecord
+from core.records import CitationRecord, DocumentRecord, MatrixCellRecord
 from export.files import atomic_write, inside, safe_stem, unique
 from quire.api import Quire, SessionRef
 
@@ -80,6 +81,15 @@ def collect_marks(q: Quire, session: SessionRef, docs: list[DocumentRecord]) -> 
             if c.status == "verified":
                 mark.status = "verified"
             mark.notes.append(_note(number, turn.question, c))
+    for cell in q.matrix_cells(session):
+        if cell.status != "verified" or cell.locator.page is None or cell.document_id not in ids:
+            continue
+        quote = " ".join(cell.quote.split())
+        key = (cell.locator.page, cell.locator.bbox, quote)
+        mark = marks.setdefault(cell.document_id, {}).setdefault(
+            key, Mark(cell.locator.page, cell.locator.bbox, quote, "verified"))
+        mark.status = "verified"
+        mark.notes.append(_cell_note(cell))
     return {doc_id: list(spots.values()) for doc_id, spots in marks.items()}
 
 
@@ -167,6 +177,13 @@ def _area(page: pymupdf.Page, bbox) -> pymupdf.Rect | None:
         return None
     rect = pymupdf.Rect(bbox)
     return None if rect.is_empty or rect.is_infinite else rect
+
+
+def _cell_note(cell: MatrixCellRecord) -> str:
+    answer = " ".join(cell.shown_answer.split())
+    answer = answer if len(answer) <= 300 else answer[:299] + "…"
+    mark = f", reviewer: {cell.mark}" if cell.mark else ""
+    return f"{cell.field_name} (matrix, verified{mark}): {answer}"
 
 
 def _note(number: int, question: str, c: CitationRecord) -> str:

@@ -9,6 +9,7 @@ from export.annotate import highlight_sources
 from export.files import ExportError, atomic_write, safe_stem
 from export.html import render_html
 from export.markdown import render_markdown
+from export.matrix import render_csv, render_xlsx
 from export.pdf import pdf_bytes
 from export.report import Report, build_report
 from quire.api import Quire, SessionRef
@@ -18,6 +19,8 @@ FORMATS: dict[str, tuple[str, Callable[[Report], bytes | str]]] = {
     "md": ("Markdown", render_markdown),
     "html": ("HTML", render_html),
     "pdf": ("PDF", pdf_bytes),
+    "csv": ("CSV (review matrix)", render_csv),
+    "xlsx": ("XLSX (review matrix)", render_xlsx),
 }
 
 

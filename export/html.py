@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape as _html_escape
 
 from backend.evidence import highlight
+from core.records import MatrixCellRecord
 from export.report import Report, ReportCitation, ReportTurn
 from core.errors import printable
 
@@ -34,6 +35,10 @@ blockquote { margin: .3rem 0 0 0; padding: .3rem .8rem; border-left: 4px solid #
 table.docs { border-collapse: collapse; font-size: .9rem; }
 table.docs td, table.docs th { border: 1px solid #d0d7de; padding: .2rem .5rem; text-align: left; }
 table.docs td.warn { color: #7d4e00; }
+table.matrix { border-collapse: collapse; font-size: .85rem; width: 100%; }
+table.matrix td, table.matrix th { border: 1px solid #d0d7de; padding: .3rem .4rem; text-align: left; vertical-align: top; }
+table.matrix blockquote { font-size: .8rem; }
+.badge.not_found { background: #eaeef2; color: #57606a; }
 """
 
 
@@ -55,8 +60,10 @@ def report_body(report: Report) -> str:
     parts = [f"<h1>Quire report: {escape(report.session)}</h1>", _meta(report)]
     if report.documents:
         parts.append(_documents(report))
+    if report.matrix:
+        parts.append(_matrix(report.matrix))
     parts += [_turn(t) for t in report.turns]
-    if not report.turns:
+    if not report.turns and not report.matrix:
         parts.append("<p class=\"meta\">No questions were asked in this session yet.</p>")
     return "\n".join(parts) + "\n"
 
@@ -79,6 +86,34 @@ def _documents(report: Report) -> str:
         "<h3>Documents</h3>\n<table class=\"docs\"><tr><th>Name</th><th>Kind</th><th>Pages</th><th>Tokens</th>"
         f"<th>Warnings</th></tr>{rows}</table>"
     )
+
+
+def _matrix(cells: list[MatrixCellRecord]) -> str:
+    """One row per document, one column per field; each cell its answer, status, quote and place."""
+    fields = list(dict.fromkeys(c.field_name for c in cells))
+    documents = list(dict.fromkeys(c.document_name for c in cells))
+    spot = {(c.document_name, c.field_name): c for c in cells}
+    head = "".join(f"<th>{_text(f)}</th>" for f in fields)
+    rows = []
+    for doc in documents:
+        tds = "".join(_matrix_cell(spot.get((doc, f))) for f in fields)
+        rows.append(f"<tr><th>{escape(doc)}</th>{tds}</tr>")
+    verified = sum(c.status == "verified" for c in cells)
+    return (f"<h2 id=\"matrix\">Review matrix</h2>\n<p class=\"meta\">{len(documents)} documents, {len(fields)} fields, "
+            f"{verified} of {len(cells)} cells verified</p>\n"
+            f"<table class=\"matrix\"><tr><th>Document</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _matrix_cell(c: MatrixCellRecord | None) -> str:
+    if c is None:
+        return "<td></td>"
+    badge = f"<span class=\"badge {c.status if c.status in ('verified', 'quoted', 'unverified', 'not_found') else 'unverified'}\">" \
+            f"{escape(c.status_words)}</span>"
+    mark = f" <span class=\"origin\">reviewer: {escape(c.mark)}</span>" if c.mark else ""
+    answer = f"<p>{escape(c.shown_answer)}</p>" if c.shown_answer else ""
+    where = f"<span class=\"origin\">{escape(c.locator.place(long=True))}</span>" if c.segment_id else ""
+    quote = f"<blockquote>{escape(c.quote)}</blockquote>" if c.quote else ""
+    return f"<td>{answer}{badge}{mark}{quote}{where}</td>"
 
 
 def _turn(turn: ReportTurn) -> str:

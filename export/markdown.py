@@ -40,9 +40,27 @@ def render_markdown(report: Report) -> str:
         lines += ["## Documents", ""]
         lines += [_document_line(d) for d in report.documents]
         lines.append("")
+    if report.matrix:
+        lines += _matrix(report)
     for turn in report.turns:
         lines += _turn(turn)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _matrix(report: Report) -> list[str]:
+    """The review matrix: a section per document, a line per field with its status, quote and place."""
+    lines = ["## Review matrix", ""]
+    for doc in dict.fromkeys(c.document_name for c in report.matrix):
+        lines += [f"### {_inline(doc)}", ""]
+        for c in (c for c in report.matrix if c.document_name == doc):
+            mark = f" (reviewer: {_inline(c.mark)})" if c.mark else ""
+            answer = f": {_inline(_one_line(c.shown_answer, 300))}" if c.shown_answer else ""
+            lines.append(f"- **{_inline(c.field_name)}**{answer} - {_inline(c.status_words)}{mark}")
+            if c.quote:
+                where = f" ({_inline(c.locator.place(long=True))})" if c.segment_id else ""
+                lines += ["", _quoted(c.quote, indent="  ") + where]
+            lines.append("")
+    return lines
 
 
 def _document_line(d) -> str:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from backend.citations import parse_refs
 from core.document import Locator
-from core.records import CitationRecord, DocumentRecord, SegmentRecord, TurnRecord
+from core.records import CitationRecord, DocumentRecord, MatrixCellRecord, SegmentRecord, TurnRecord
 from quire.api import Quire, SessionRef
 
 PASSAGE_LIMIT = 600  # characters of a segment shown when the citation has no quote
@@ -70,6 +70,7 @@ class Report:
     runtimes: list[str]  # distinct "runtime / model" labels, in order of first use
     documents: list[DocumentRecord]
     turns: list[ReportTurn]
+    matrix: list[MatrixCellRecord] = field(default_factory=list)  # the review matrix's cells, document order
 
     @property
     def citation_count(self) -> int:
@@ -85,7 +86,7 @@ def build_report(q: Quire, session: SessionRef) -> Report:
     report_turns = [_turn(i, t, segments) for i, t in enumerate(turns, 1)]
     runtimes = list(dict.fromkeys(t.runtime_label() for t in report_turns if t.runtime_label()))
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Report(info.name, generated, runtimes, q.documents(info), report_turns)
+    return Report(info.name, generated, runtimes, q.documents(info), report_turns, q.matrix_cells(info))
 
 
 def trim(text: str, limit: int = PASSAGE_LIMIT) -> str:

@@ -41,7 +41,9 @@ from backend import citations
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
+from backend.clauses import CUAD_CATEGORIES
 from backend.expansion import expand
+from backend.matrix import CellDone, Field, Stopped, parse_fields, run_document
 from backend.ranking import EMBEDDING_WEIGHT, Embedder, fuse
 from backend.registry import available, create_runtime, resolve_name, runtime_class
 from backend.repetition import generate_guarded, kept_text
@@ -52,6 +54,7 @@ from core.records import (
     ApiTokenRecord,
     DocumentRecord,
     EvalRunRecord,
+    MatrixCellRecord,
     SegmentRecord,
     SessionRecord,
     ShareRecord,
@@ -63,12 +66,13 @@ from ingest.base import Progress
 from ingest.pdf import render_page
 from ingest.pipeline import Ingestor, IngestResult
 from ingest.workers import WorkerPool
-from storage import accounts, eval_runs, repo
+from storage import accounts, eval_runs, matrix, repo
 from storage.blobs import BlobStore
 from storage.db import Database
 
 LOCAL_USER = repo.LOCAL_USER  # the user of single-user mode
-__all__ = ["LOCAL_USER", "Answer", "Budget", "Delta", "IngestResult", "Progress", "Quire", "STRATEGIES", "Status", "runtime_choices"]
+__all__ = ["LOCAL_USER", "Answer", "Budget", "CUAD_CATEGORIES", "CellDone", "Delta", "Field", "IngestResult", "MatrixRun",
+           "Progress", "Quire", "STRATEGIES", "Status", "parse_fields", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 READ, EDIT, OWN = "read", "edit", "own"  # what a call needs of the session
@@ -142,6 +146,17 @@ class AskQueue:
 
 
 @dataclass
+class MatrixRun:
+    """The end of a matrix run: ``done`` of ``total`` cells are stored (``reused`` of them from before)."""
+
+    done: int
+    total: int
+    reused: int
+    stopped: bool
+    wall_s: float
+
+
+@dataclass
 class Answer:
     """The end of a streamed answer: the stored turn and how it was produced."""
 
@@ -195,6 +210,7 @@ class Quire:
         self._lock = threading.RLock()
         self._asking = AskQueue()
         self._embedder = Embedder()  # the model loads with the first hybrid-ranked question
+        self._stop = threading.Event()  # Stop pressed during a matrix run: it ends before the next model call
 
     # -- resources ---------------------------------------------------------------
     def _database(self) -> Database:
@@ -620,8 +636,121 @@ class Quire:
         With ``asker``, only when that asker's question is the one holding the model: one user's Stop never
         ends another user's answer (a question still waiting in line is ended by closing its stream)."""
         runtime = self._shared.runtime
-        if runtime is not None and (asker is None or asker == self._shared.answering):
-            runtime.cancel()
+        if asker is None or asker == self._shared.answering:
+            self._stop.set()
+            if runtime is not None:
+                runtime.cancel()
+
+    # -- the review matrix ------------------------------------------------------------------------
+    def matrix(self, session: SessionRef, fields: Sequence[str | Field] | str, *,
+               documents: Sequence[int] | None = None, rerun: bool = False,
+               asker: str | None = None) -> Iterator[Status | CellDone | MatrixRun]:
+        """Fill the session's review matrix: one cell per document and field (see ``backend.matrix``).
+
+        Cells already stored for the same field and question are handed back first (``CellDone(reused=True)``)
+        and not computed again (``rerun`` recomputes them); then each document is read in turn, with Status
+        events (``done``/``total`` counted in cells), and its cells are stored and yielded as it finishes.
+        The last event is :class:`MatrixRun`. :meth:`stop` (or closing the stream) ends the run before the next
+        model call; the cells stored so far stay, and the next run resumes from them. Like :meth:`ask`, the run
+        waits its turn for the model.
+        """
+        wanted = [f if isinstance(f, Field) else Field.of(f) for f in fields] if not isinstance(fields, str) \
+            else parse_fields(fields)
+        wanted = list(dict.fromkeys(wanted))
+        if not wanted:
+            raise QuireError("No fields were given for the matrix.", hint="Name at least one field.")
+        info = self.session(session, create=False)
+        docs = [d for d in self.documents(info) if documents is None or d.id in documents]
+        if not docs:
+            raise QuireError(f"Session {info.name!r} has no documents to review.", hint="Add files first.")
+        started = time.perf_counter()
+        total = len(docs) * len(wanted)
+        stored = {(c.document_id, c.field_name): c for c in matrix.cells(self._database(), info.id, [f.name for f in wanted])}
+        todo: list[tuple[DocumentRecord, list[Field]]] = []
+        done = reused = 0
+        for d in docs:
+            pending = []
+            for f in wanted:
+                old = stored.get((d.id, f.name))
+                if old is not None and old.question == f.question and not rerun:
+                    done += 1
+                    reused += 1
+                    yield CellDone(old, reused=True)
+                else:
+                    pending.append(f)
+            if pending:
+                todo.append((d, pending))
+        if not todo:
+            yield MatrixRun(done, total, reused, False, round(time.perf_counter() - started, 3))
+            return
+        ticket = self._asking.join()
+        stopped = False
+        try:
+            while place := self._asking.place(ticket):
+                yield _waiting(place, self._asking.expected_wait(ticket))
+                self._asking.wait(ticket, WAIT_REPORT_S)
+            self._shared.answering = asker
+            self._stop.clear()
+            try:
+                rt = self.runtime()
+                options = GenerateOptions(
+                    max_tokens=self.settings.matrix_answer_tokens, temperature=self.settings.temperature,
+                    seed=self.settings.seed, repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
+                )
+                segments = self.segments(info)
+                # the matrix's own counts: its ids are each document's own, and a long passage may be cut in pieces
+                counter = TokenCounter(rt)
+                for n, (doc, pending) in enumerate(todo, 1):
+                    own = [s for s in segments if s.document_id == doc.id]
+                    label = f"Document {n} of {len(todo)} ({doc.name}): "
+                    with closing(run_document(own, pending, rt, counter=counter, options=options,
+                                              rank=self._field_ranking(info), stopped=self._stop.is_set,
+                                              label=label)) as events:
+                        for event in events:
+                            if isinstance(event, Stopped):
+                                stopped = True
+                                break
+                            if isinstance(event, MatrixCellRecord):
+                                event.session_id, event.document_id, event.document_name = info.id, doc.id, doc.name
+                                event.id = matrix.save_cell(self._database(), event)
+                                done += 1
+                                yield CellDone(matrix.get_cell(self._database(), event.id))
+                            else:  # progress within the document, told in cells of the whole run
+                                share = event.done / event.total if event.total else 0.0
+                                yield Status(event.message, done + int(share * len(pending)), total)
+                    if stopped:
+                        break
+            finally:
+                self._shared.answering = None
+        finally:
+            self._asking.leave(ticket)
+        yield MatrixRun(done, total, reused, stopped, round(time.perf_counter() - started, 3))
+
+    def _field_ranking(self, info: SessionRecord) -> Callable[[Field], list[int]]:
+        """A field's passages of the session ranked by full-text relevance (the second pass keeps its document's)."""
+        return lambda f: [sid for sid, _ in self.search(info, expand(f"{f.name} {f.question}"), limit=500)]
+
+    def matrix_cells(self, session: SessionRef, fields: Sequence[str] | None = None) -> list[MatrixCellRecord]:
+        """The session's stored matrix cells (of ``fields`` only, by name, when given), in document order."""
+        return matrix.cells(self._database(), self.session(session, create=False).id, fields)
+
+    def matrix_cell(self, cell_id: int, *, need: str = READ) -> MatrixCellRecord:
+        """A stored cell, when it is in a session this user may read (``need``: or change)."""
+        cell = matrix.get_cell(self._database(), cell_id)
+        if not self._readable([cell.document_id]):
+            raise NotFound("No such matrix cell.", hint="It may have been removed, or it is not shared with you.")
+        if need != READ:
+            owner = repo.get_session_by_id(self._database(), cell.session_id)
+            self.session(owner.name if owner.owner == self.whoami().name else f"{owner.owner}/{owner.name}",
+                         create=False, need=need)
+        return cell
+
+    def mark_cell(self, cell_id: int, mark: str, edit: str = "") -> MatrixCellRecord:
+        """A reviewer's verdict on a cell: ``correct``, ``wrong``, ``edited`` (with the new answer), "" to clear.
+        Kept across reruns and exported. Readers may not mark."""
+        self.matrix_cell(cell_id, need=EDIT)
+        matrix.mark_cell(self._database(), cell_id, mark, edit)
+        return matrix.get_cell(self._database(), cell_id)
 
     def answer(self, session: SessionRef, question: str, **kw) -> Answer:
         """Ask and wait for the whole answer."""

@@ -1,4 +1,4 @@
-"""The command line: ``python app.py [serve|ingest|ask|export|sessions|users|tokens|share|mcp] ...``.
+"""The command line: ``python app.py [serve|ingest|ask|matrix|export|sessions|users|tokens|share|mcp] ...``.
 
 Every Settings field is a flag on every subcommand; QuireError becomes a
 one-line message and exit status 2 here, and nowhere else.
@@ -23,7 +23,7 @@ from core.errors import QuireError, printable
 from core.settings import Settings
 from evals import cli as eval_cli
 from export import FORMATS, export_session
-from quire.api import Answer, Delta, Quire, Status, runtime_choices
+from quire.api import Answer, CellDone, Delta, MatrixRun, Quire, Status, parse_fields, runtime_choices
 
 EXIT_NONE_READ = 1  # ingest: not one file could be read
 EXIT_ERROR = 2
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", required=True, help="Session name.")
     p.add_argument("--format", choices=tuple(FORMATS), default="md", help="Report format.")
     p.add_argument("--out", type=Path, required=True, help="Report file to write.")
+
+    p = sub.add_parser("matrix", parents=[common],
+                       help="Fill the review matrix: one row per document, one column per field, each cell quoted and checked.")
+    p.add_argument("--session", required=True, help="Session name.")
+    p.add_argument("--fields", default="", help="Fields, separated by ';' (free text, or CUAD category names).")
+    p.add_argument("--categories", default="",
+                   help="CUAD clause categories, comma-separated (e.g. 'Governing Law,Cap on Liability'), or 'all'.")
+    p.add_argument("--rerun", action="store_true", help="Compute every cell again, even those already stored.")
 
     sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")
     p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
@@ -208,6 +216,26 @@ def cmd_ask(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_matrix(settings: Settings, args) -> int:
+    fields = parse_fields(args.fields, args.categories)
+    with Quire(settings) as q, closing(q.matrix(args.session, fields, rerun=args.rerun)) as events:
+        for event in events:
+            if isinstance(event, CellDone):
+                c = event.cell
+                where = c.locator.label() if c.segment_id else ""
+                print(f"{printable(c.document_name)}\t{printable(c.field_name)}\t{c.status_words}"
+                      + (" (kept from an earlier run)" if event.reused else "")
+                      + (f"\t{printable(c.shown_answer[:200])}" if c.shown_answer else "")
+                      + (f'\t{printable(where)}: "{printable(c.quote[:200])}"' if c.quote else ""), flush=True)
+            elif isinstance(event, Status):
+                print(f"[{event.done}/{event.total} cells] {printable(event.message)}", file=sys.stderr, flush=True)
+            elif isinstance(event, MatrixRun):
+                print(f"{event.done} of {event.total} cells ({event.reused} kept from an earlier run) in "
+                      f"{event.wall_s:.1f} s" + ("; stopped: run it again to resume" if event.stopped else ""),
+                      file=sys.stderr)
+    return 0
+
+
 def cmd_export(settings: Settings, args) -> int:
     with Quire(settings) as q:
         for path in export_session(q, args.session, args.format, args.out):
@@ -319,6 +347,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "ask": cmd_ask,
     "export": cmd_export,
+    "matrix": cmd_matrix,
     "sessions": cmd_sessions,
     "documents": cmd_documents,
     "users": cmd_users,

@@ -24,6 +24,7 @@ from core.records import (
     CitationRecord,
     DocumentRecord,
     EvalRunRecord,
+    MatrixCellRecord,
     SegmentRecord,
     SessionRecord,
     ShareRecord,
@@ -274,4 +275,28 @@ class EvalItemRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(500))
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MatrixCellRow(Base):
+    """One cell of a session's review matrix: a document and a field; migration 0004_matrix."""
+
+    __tablename__ = "matrix_cells"
+    record = MatrixCellRecord
+    __table_args__ = (UniqueConstraint("session_id", "document_id", "field_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    field_name: Mapped[str] = mapped_column(String(500))
+    question: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="not_found")  # verified|quoted|unverified|not_found
+    answer: Mapped[str] = mapped_column(Text, default="")
+    quote: Mapped[str] = mapped_column(Text, default="")
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"), nullable=True)
+    locator: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    mark: Mapped[str] = mapped_column(String(20), default="")  # ""|correct|wrong|edited
+    edit: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -8,6 +8,7 @@ import json
 import pymupdf
 import pytest
 
+from core.errors import QuireError
 from core.records import EvalRunRecord
 from core.settings import Settings
 from quire.api import Quire
@@ -243,3 +244,26 @@ def test_unknown_strategy_is_recorded_per_item(corpus, tmp_path):
     assert eval_cli.run_one(settings, args, "no-such-strategy") == 1
     (item,) = json.loads((tmp_path / "o" / "result.json").read_text())["items"].values()
     assert "Unknown strategy" in item["error"] and item["score"] is None
+
+
+def test_cuad_scores_the_matrix_like_the_other_strategies(corpus, tmp_path):
+    from evals import cli as eval_cli
+
+    out = tmp_path / "m"
+    settings, args = _parse(["eval", "cuad", "--order", "size", "--contracts", "1", "--categories",
+                             "Document Name;Governing Law", "--strategies", "matrix", "--context-window", "1024",
+                             "--matrix-answer-tokens", "40", "--threads", "2", "--quiet", "--out", str(out)])
+    assert eval_cli.run(settings, args) == 0
+    data = json.loads((out / "result.json").read_text())
+    items = data["items"]
+    assert sorted(i["category"] for i in items.values()) == ["Document Name", "Governing Law"]
+    for item in items.values():
+        assert item["strategy_used"] == "matrix" and item["cell_status"] in ("verified", "quoted", "unverified", "not_found")
+        assert 0.0 <= item["f1"] <= 1.0 and item["wall_s"] > 0
+        assert item["absent"] == (item["category"] == "Governing Law")  # this contract names no governing law
+        for c in item["citations"]:
+            if c["status"] == "verified":
+                assert c["quote"] and c["page"] == 1
+    assert data["run"]["strategy"] == "matrix" and data["run"]["summary"]["items"] == 2
+    with pytest.raises(QuireError, match="matrix strategy is scored on contracts only"):
+        eval_cli.run(*_parse(["eval", "needle", "--strategies", "matrix", "--quiet"]))

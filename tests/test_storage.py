@@ -24,6 +24,7 @@ from storage.models import (
     CitationRow,
     DocumentRow,
     EvalRunRow,
+    MatrixCellRow,
     SegmentRow,
     SessionRow,
     ShareRow,
@@ -140,7 +141,7 @@ def test_models_match_the_migrated_schema(db):
 
 
 @pytest.mark.parametrize("row", [SessionRow, DocumentRow, SegmentRow, TurnRow, CitationRow, EvalRunRow, UserRow,
-                                 ShareRow, ApiTokenRow])
+                                 ShareRow, ApiTokenRow, MatrixCellRow])
 def test_every_record_field_is_a_column_or_said_not_to_be(row):
     """A record field named like no column of its table must be one of the few taken from elsewhere."""
     derived = {"documents", "tokens", "turns", "segments", "document_name", "citations", "owner", "role", "asked_by",

@@ -19,10 +19,11 @@ from ui.chat import ChatTab
 from ui.documents import DocumentsTab
 from ui.evals import EvalsTab
 from ui.export import ExportTab
+from ui.matrix import MatrixTab
 from ui.sessions import SessionBar
 
 TITLE = "Quire"
-TABS = ("chat", "documents", "export", "evals", "settings")
+TABS = ("chat", "documents", "matrix", "export", "evals", "settings")
 TAGLINE = "Ask questions across whole documents, PDFs, screenshots and codebases, on your own hardware."
 
 CSS = """
@@ -50,6 +51,7 @@ def build_app(quire: Quire) -> gr.Blocks:
     sessions = SessionBar(quire)
     documents = DocumentsTab(quire)
     chat = ChatTab(quire)
+    matrix = MatrixTab(quire)
     export = ExportTab(quire)
     evals = EvalsTab(quire)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
@@ -61,6 +63,8 @@ def build_app(quire: Quire) -> gr.Blocks:
                 chat.build(sessions)
             with gr.Tab("Documents", id="documents"):
                 documents.build(sessions)
+            with gr.Tab("Matrix", id="matrix"):
+                matrix.build(sessions)
             with gr.Tab("Export", id="export"):
                 export.build(sessions)
             with gr.Tab("Evaluations", id="evals"):

@@ -1,0 +1,378 @@
+"""The review matrix: one row per document, one column per field, each cell an answer with its verified quote.
+
+Per document and per field:
+
+1. **Every shard is read.** A document is cut into window-sized shards of its own passages, in reading
+   order (:func:`plan_shards`); a shard depends on that document alone, so adding a document adds shards
+   and moves none. Each shard is asked each field with a short extraction prompt (:data:`EXTRACT`):
+   an answer, the verbatim quote it rests on, and the passage id. The field's question comes last, so the
+   runtime's prefix cache keeps the shard for the next field (the shards of a document are read in turn,
+   every field of a shard before the next shard).
+2. **The quote is checked** against the passage it cites (:func:`backend.citations.locate`, the same
+   tolerant match the answer citations use): a cell is ``verified`` only when the words are found there,
+   and the quote it shows is then cut from the passage itself, so a verified cell never shows words the
+   source does not hold. A quote found in another passage of the same shard is attributed to that passage
+   (said in the cell's meta). A quote found nowhere leaves the cell ``unverified``; a quote that is there but
+   shares no word with the field is ``quoted``, as an answer's citation would be.
+3. **A second pass** for a field with no verified quote: the document's passages ranked for the field
+   (full-text search, best first, as many as one window holds, in reading order), asked once more.
+4. **Not found** otherwise, with how much of the document was read.
+
+This module computes; :meth:`quire.api.Quire.matrix` stores the cells and resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from backend import citations
+from backend.base import GenerateOptions, Part, Prompt, Runtime, Usage
+from backend.clauses import CUAD_CATEGORIES, category
+from backend.context import SYSTEM_PROMPT, TokenCounter, fitting, ref_id, render_segment
+from backend.repetition import generate_guarded, kept_text
+from backend.sweep import Status, make_shards
+from core.document import Locator
+from core.errors import QuireError
+from core.records import MatrixCellRecord, SegmentRecord
+
+# SmolLM2-135M followed this form best of three tried on two CUAD contracts (a three-line ANSWER/QUOTE/PASSAGE
+# form looped; the chat prompt's "cite and quote" rambled); a reply in another form is still read (see candidates).
+EXTRACT = (
+    'Answer in one line as: [id] short answer "exact words from the passage". '
+    "If nothing in the passages answers it, write only: NONE."
+)
+STOP = ["\n\n"]  # one answer is one line or a few; a blank line ends it
+MIN_QUOTE_WORDS = 3  # a shorter "quote" ("the Company") is found anywhere and proves nothing
+SECOND_PASS_SHARE = 1.0  # of the shard budget the ranked passages of the second pass may fill
+_LABEL = re.compile(r"^\s*[-*•]?\s*(answer|quote|passage|id)\s*[:\-]\s*", re.IGNORECASE)
+_QUOTE = re.compile(r"[\"“]([^\"“”\n]{6,800})[\"”]")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A column of the matrix: its name, and the question asked for it."""
+
+    name: str
+    question: str
+
+    @classmethod
+    def of(cls, text: str) -> "Field":
+        """A field from what the user typed: a CUAD category's name brings its description as the question."""
+        text = " ".join((text or "").split())
+        if not text:
+            raise QuireError("A matrix field is empty.", hint="Name each field, e.g. 'Governing law'.")
+        found = category(text)
+        if found is not None:
+            return cls(found.name, found.description)
+        return cls(text[:500], text)
+
+    def prompt_text(self) -> str:
+        return self.question if self.question == self.name else f"{self.name}. {self.question}"
+
+
+def parse_fields(fields: str | Sequence[str] = "", categories: str | Sequence[str] = "") -> list[Field]:
+    """Fields from free text (one per line or separated by ``;``) and CUAD category names (comma-separated,
+    or ``all``), each once, in order."""
+    texts = _split(fields, r"[\n;]")
+    names = _split(categories, r"[\n,;]")
+    if [n.lower() for n in names] == ["all"]:
+        names = [c.name for c in CUAD_CATEGORIES]
+    unknown = [n for n in names if category(n) is None]
+    if unknown:
+        raise QuireError(f"Unknown CUAD categories: {', '.join(unknown)}.",
+                         hint="Known: " + "; ".join(c.name for c in CUAD_CATEGORIES) + ".")
+    out = list(dict.fromkeys(Field.of(t) for t in [*texts, *names]))
+    if not out:
+        raise QuireError("No fields were given for the matrix.",
+                         hint="Type the fields (one per line), or pick CUAD categories.")
+    return out
+
+
+def _split(value: str | Sequence[str], separators: str) -> list[str]:
+    items = re.split(separators, value) if isinstance(value, str) else list(value)
+    return [" ".join(i.split()) for i in items if i and i.strip()]
+
+
+@dataclass
+class Candidate:
+    """One answer a pass gave for a field, with its checked quote."""
+
+    answer: str
+    quote: str  # the source's own words when verified, else what the model wrote
+    ref: str
+    segment: SegmentRecord | None
+    status: str  # verified | unverified
+    pass_: int
+    cited: str = ""  # the id the model gave, when the quote was found in another passage
+    matched: bool = False  # the model quoted nothing: its answer was matched to this passage
+
+
+@dataclass
+class CellDone:
+    """A finished cell (stored), or one kept from an earlier run (``reused``)."""
+
+    cell: MatrixCellRecord
+    reused: bool = False
+
+
+@dataclass
+class Stopped:
+    """The run was stopped (Stop, or the model's stream was cancelled) before the document was done."""
+
+    message: str = "Stopped"
+
+
+def shard_budget(runtime: Runtime, options: GenerateOptions) -> int:
+    """Tokens of passages one extraction prompt may hold: the window less the answer, the instructions and the
+    longest CUAD question (so every field fits the same shards)."""
+    longest = max((Field(c.name, c.description).prompt_text() for c in CUAD_CATEGORIES), key=len)
+    fixed = runtime.count_prompt(Prompt(SYSTEM_PROMPT, [Part("text", "<documents>\n"),
+                                                        Part("text", _question_part(longest))]))
+    return int((runtime.context_window - options.max_tokens - fixed) * 0.95)
+
+
+def plan_shards(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
+                options: GenerateOptions) -> list[list[int]]:
+    """One document's text passages as consecutive shards that each fit the window with the extraction
+    prompt and its answer (indexes into ``segments``; see :func:`fitted` for passages over a shard)."""
+    return make_shards(segments, counter, shard_budget(runtime, options))
+
+
+def fitted(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
+           options: GenerateOptions) -> list[SegmentRecord]:
+    """The passages, each one longer than a shard cut into consecutive pieces that fit (same id and place, part
+    of the text: a quote found in a piece is in the passage)."""
+    budget = shard_budget(runtime, options)
+    out: list[SegmentRecord] = []
+    todo = list(reversed(segments))
+    while todo:
+        seg = todo.pop()
+        words = seg.text.split(" ")
+        if counter(ref_id(len(out)), seg) <= budget or len(words) < 2:
+            out.append(seg)
+            continue
+        half = len(words) // 2  # halves until each fits: tokens per word vary too much to cut by proportion
+        todo += [dataclasses.replace(seg, text=" ".join(words[half:])), dataclasses.replace(seg, text=" ".join(words[:half]))]
+    return out
+
+
+def _question_part(text: str) -> str:
+    return f"</documents>\n\nQuestion: {text}\n{EXTRACT}\n"
+
+
+def extraction_prompt(segments: Sequence[SegmentRecord], shard: Sequence[int], fld: Field) -> tuple[Prompt, dict]:
+    """The prompt asking ``fld`` of one shard: the shard's passages (ids local to the document), then the field."""
+    refs = {ref_id(i): segments[i] for i in shard}
+    parts = [Part("text", "<documents>\n")]
+    parts += [Part("text", render_segment(r, s)) for r, s in refs.items()]
+    parts.append(Part("text", _question_part(fld.prompt_text())))
+    return Prompt(SYSTEM_PROMPT, parts), refs
+
+
+def candidates(text: str, refs: dict[str, SegmentRecord], fld: Field, pass_: int) -> list[Candidate]:
+    """The answers in one extraction reply, each with its quote checked against the passage it cites.
+
+    A reply in the asked form (``[S2] answer "quote"``) gives its quote; a reply that quotes nothing but
+    repeats the source's words (3 or more) gives those; a reply that does neither is matched to the
+    passage of the shard that supports it (``citations.match_answer``, as an uncited answer is), and the
+    passage's best sentence is its quote. Whatever is verified is cut from the passage it is in.
+    """
+    if not text.strip() or text.strip().upper().startswith("NONE"):
+        return []
+    out = []
+    for block in _blocks(text):
+        quote_match = _QUOTE.search(block)
+        quote = quote_match.group(1).strip() if quote_match else ""
+        cited = [r for r, _, _ in citations.parse_refs(block)]
+        answer = _answer_of(block, fld)
+        if len(citations.normalise(quote).split()) < MIN_QUOTE_WORDS or _echo(quote, fld):
+            quote = ""
+        if not quote and not answer:
+            continue
+        out.append(_checked(answer, quote, cited, refs, fld, pass_))
+    return out
+
+
+def _blocks(text: str) -> list[str]:
+    """The reply's non-empty lines that say something (a reply may give one answer per line)."""
+    lines = [ln.strip().lstrip("-*• ").strip() for ln in text.splitlines()]
+    return [ln for ln in lines if ln and not ln.upper().startswith("NONE")]
+
+
+def _answer_of(block: str, fld: Field) -> str:
+    """The line's answer: without ids, quotes and labels, and without a leading echo of the field's question
+    ("The two or more parties who signed the contract: Merck KGaA" -> "Merck KGaA")."""
+    text = _LABEL.sub("", citations.without_refs(block))
+    text = " ".join(_QUOTE.sub(" ", text).split()).strip(' "“”:;,')
+    head, sep, tail = text.partition(":")
+    if sep and tail.strip() and citations.stem_support(head, fld.prompt_text()) >= 0.5:
+        text = tail.strip()
+    return text[:300]
+
+
+def _echo(quote: str, fld: Field) -> bool:
+    """Whether the "quote" only repeats the field or the instructions."""
+    q = citations.normalise(quote)
+    return bool(q) and (q in citations.normalise(fld.prompt_text()) or q in citations.normalise(EXTRACT))
+
+
+def _checked(answer: str, quote: str, cited: list[str], refs: dict[str, SegmentRecord], fld: Field,
+             pass_: int) -> Candidate:
+    ref = next((r for r in cited if r in refs), cited[0] if cited else "")
+    seg = refs.get(ref)
+    texts = [(r, s) for r, s in refs.items() if s.kind == "text"]
+    if seg is not None:
+        texts.sort(key=lambda rs: rs[0] != ref)  # the cited passage first
+    if quote:
+        for other, oseg in texts:
+            if found := citations.locate(quote, oseg.text):  # another id: attributed where the words are
+                return Candidate(answer, found, other, oseg, "verified", pass_, cited="" if other == ref else ref)
+        return Candidate(answer, quote, ref, seg, "unverified", pass_)
+    if len(citations.normalise(answer).split()) >= MIN_QUOTE_WORDS and not _echo(answer, fld):
+        for other, oseg in texts:
+            if found := citations.locate(answer, oseg.text):  # the answer is the source's own words
+                return Candidate(answer, found, other, oseg, "verified", pass_, cited="" if other == ref else ref)
+    matched = citations.match_answer(answer, dict(texts), fld.prompt_text())
+    if matched is not None and matched.status == "verified" and (found := citations.locate(matched.quote, refs[matched.ref].text)):
+        return Candidate(answer, found, matched.ref, refs[matched.ref], "verified", pass_, cited=ref, matched=True)
+    return Candidate(answer, "", ref, seg, "unverified", pass_)
+
+
+def relevance(c: Candidate, fld: Field) -> int:
+    """How many of the field's stemmed words the candidate's quote, answer and surroundings share."""
+    around = citations.around(c.quote, c.segment.text) if c.segment is not None and c.quote else ""
+    return len(citations.stems(fld.prompt_text()) & citations.stems(f"{c.quote} {c.answer} {around}"))
+
+
+def choose(found: Sequence[Candidate], fld: Field) -> Candidate | None:
+    """The best candidate: verified before unverified, then the most relevant to the field, then the first."""
+    if not found:
+        return None
+    ranked = sorted(enumerate(found), key=lambda ic: (ic[1].status != "verified", -relevance(ic[1], fld), ic[0]))
+    best = ranked[0][1]
+    if best.status == "verified" and not relevance(best, fld):
+        # true words, beside the point (SmolLM2 copies a sentence of the passage whatever is asked): like an
+        # answer's citation, "quoted", not verified; it keeps its place so the reviewer sees what was found
+        best = dataclasses.replace(best, status="quoted")
+    return best
+
+
+def run_document(
+    segments: Sequence[SegmentRecord],
+    fields: Sequence[Field],
+    runtime: Runtime,
+    *,
+    counter: TokenCounter,
+    options: GenerateOptions,
+    rank: Callable[[Field], Sequence[int]] = lambda f: [],
+    stopped: Callable[[], bool] = lambda: False,
+    label: str = "",
+) -> Iterator[Status | MatrixCellRecord | Stopped]:
+    """Read one document for ``fields``: Status events, then one cell per field (not yet stored), or Stopped.
+
+    ``segments`` are the document's own, in reading order; ``rank`` gives a field's best passages of the
+    document (segment ids, best first) for the second pass; ``stopped`` is asked before each model call.
+    """
+    started = time.perf_counter()
+    text = fitted([s for s in segments if s.kind == "text" and s.text.strip()], runtime, counter, options)
+    shards = plan_shards(text, runtime, counter, options) if text else []
+    found: dict[str, list[Candidate]] = {f.name: [] for f in fields}
+    replies: dict[str, list[str]] = {f.name: [] for f in fields}  # kept in the cell's meta, for review
+    options = dataclasses.replace(options, stop=options.stop or STOP)
+    usages: list[Usage] = []
+    steps = len(shards) * len(fields)
+    for k, shard in enumerate(shards):
+        for j, fld in enumerate(fields):
+            if stopped():
+                yield Stopped()
+                return
+            yield Status(f"{label}part {k + 1} of {len(shards)}: {fld.name}", k * len(fields) + j, steps)
+            prompt, refs = extraction_prompt(text, shard, fld)
+            reply, usage = _collect(generate_guarded(runtime, prompt, options))
+            if usage.finish_reason == "cancelled":
+                yield Stopped()
+                return
+            usages.append(usage)
+            replies[fld.name].append(reply[:400])
+            found[fld.name] += candidates(reply, refs, fld, 1)
+    read_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(text))  # pieces counted as read
+    read_ids = {s.id for s in text}
+    unread = [s for s in segments if s.id not in read_ids]  # images and empty passages: counted, not read
+    total_tokens = read_tokens + sum(counter(f"X{i}", s) for i, s in enumerate(unread))
+    for fld in fields:
+        best = choose(found[fld.name], fld)
+        second = None
+        if text and (best is None or best.status != "verified"):  # quoted or unverified: a second look
+            if stopped():
+                yield Stopped()
+                return
+            yield Status(f"{label}second pass: {fld.name}", steps, steps)
+            chosen = _ranked_shard(text, rank(fld), runtime, counter, options)
+            if chosen:
+                prompt, refs = extraction_prompt(text, chosen, fld)
+                reply, usage = _collect(generate_guarded(runtime, prompt, options))
+                if usage.finish_reason == "cancelled":
+                    yield Stopped()
+                    return
+                usages.append(usage)
+                replies[fld.name].append(reply[:400])
+                second = choose(candidates(reply, refs, fld, 2), fld)
+                if second is not None and (best is None or second.status == "verified"
+                                           or (second.status == "quoted" and best.status == "unverified")):
+                    best = second
+        cell = _cell(fld, best, found[fld.name], read_tokens, total_tokens, len(shards), second is not None,
+                     usages, time.perf_counter() - started, runtime)
+        cell.meta["replies"] = replies[fld.name][:8]
+        yield cell
+
+
+def _ranked_shard(text: Sequence[SegmentRecord], ranked_ids: Sequence[int], runtime: Runtime, counter: TokenCounter,
+                  options: GenerateOptions) -> list[int]:
+    """The document's passages ranked for the field, best first, as many as one shard holds; reading order."""
+    position = {s.id: i for i, s in enumerate(text)}
+    order = [position[sid] for sid in ranked_ids if sid in position]
+    if not order:
+        return []
+    shards = plan_shards(text, runtime, counter, options)  # the same budget as a shard
+    budget = max(sum(counter(ref_id(i), text[i]) for i in s) for s in shards) if shards else 0
+    n = fitting((counter(ref_id(i), text[i]) for i in order), int(budget * SECOND_PASS_SHARE))
+    return sorted(order[: max(n, 1)])
+
+
+def _cell(fld: Field, best: Candidate | None, all_found: list[Candidate], read_tokens: int, total_tokens: int,
+          shards: int, second_pass: bool, usages: list[Usage], wall_s: float, runtime: Runtime) -> MatrixCellRecord:
+    meta = {
+        "shards": shards, "second_pass": second_pass, "candidates": len(all_found),
+        "model_calls": len(usages), "prompt_tokens": sum(u.prompt_tokens for u in usages),
+        "cached_tokens": sum(u.cached_tokens for u in usages), "wall_s": round(wall_s, 3),
+        "runtime": runtime.name, "model": runtime.model_name,
+    }
+    common = dict(session_id=0, document_id=0, field_name=fld.name, question=fld.question,
+                  read_tokens=read_tokens, total_tokens=total_tokens)
+    if best is None:
+        return MatrixCellRecord(**common, status="not_found", meta=meta)
+    seg = best.segment
+    meta |= {"pass": best.pass_, "ref": best.ref}
+    if best.cited:
+        meta["cited"] = best.cited  # the model gave another id; the quote is in this passage
+    if best.matched:
+        meta["matched"] = True  # the model quoted nothing: the passage that supports its answer, and its best sentence
+    return MatrixCellRecord(
+        **common, status=best.status, answer=best.answer, quote=best.quote,
+        segment_id=seg.id if seg is not None else None, locator=seg.locator if seg is not None else Locator(),
+        meta=meta,
+    )
+
+
+def _collect(events) -> tuple[str, Usage]:
+    parts, usage = [], Usage()
+    for event in events:
+        if isinstance(event, Usage):
+            usage = event
+        else:
+            parts.append(event.text)
+    return kept_text("".join(parts), usage), usage

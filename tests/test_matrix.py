@@ -1,0 +1,161 @@
+"""The review matrix: quotes checked against their source, cells stored, stopped and resumed, with the real model."""
+
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from backend import citations
+from backend.clauses import CUAD_CATEGORIES
+from backend.matrix import Field, candidates, choose, parse_fields
+from core.errors import QuireError
+from core.records import MatrixCellRecord
+from quire.api import CellDone, MatrixRun, Quire, Status
+from quire.cli import main as cli_main
+from storage import matrix
+
+SMALL = (  # the two shortest CUAD contracts of the shared corpus: one or two shards each at a 1K window
+    "PRECIGEN,INC_01_22_2020-EX-99.1-JOINT FILING AGREEMENT.PDF",
+    "BellringBrandsInc_20190920_S-1_EX-10.12_11817081_EX-10.12_Manufacturing Agreement4.pdf",
+)
+FIELDS = ["Parties", "Agreement Date"]
+
+
+def contracts(corpus: Path) -> list[Path]:
+    return [corpus / "contracts" / "cuad" / "pdf" / name for name in SMALL]
+
+
+@pytest.fixture
+def mq(settings):
+    quire = Quire(settings.replace(context_window=1024, matrix_answer_tokens=40, workers=1))
+    yield quire
+    quire.close()
+
+
+def assert_quotes_hold(q: Quire, cells: list[MatrixCellRecord]) -> None:
+    """No cell shows a quote as verified that its cited passage does not hold, word for word."""
+    segments = q.segments_by_id({c.segment_id for c in cells if c.segment_id})
+    for c in cells:
+        if c.status in ("verified", "quoted"):
+            assert c.segment_id in segments, c
+            assert c.quote and c.quote in segments[c.segment_id].text, c
+            assert c.locator.page is not None
+
+
+# -- without the model: quotes against real contract text ---------------------------------------
+def test_locate_cuts_the_quote_from_the_source_or_finds_nothing(corpus):
+    text = (corpus / "contracts" / "cuad" / "txt" / "PRECIGEN,INC_01_22_2020-EX-99.1-JOINT FILING AGREEMENT.txt").read_text()
+    sentence = " ".join(text.split()[20:34])
+    found = citations.locate(sentence, text)
+    assert found is not None and found in text and citations.normalise(found) == citations.normalise(sentence)
+    altered = sentence.upper().replace(" ", "  ")  # case and spacing: the source's own words come back
+    found = citations.locate(altered, text)
+    assert found is not None and found in text and citations.normalise(found) == citations.normalise(sentence)
+    words = sentence.split()
+    slipped = " ".join(words[:6] + ["substantially"] + words[6:])  # one word the model added
+    found = citations.locate(slipped, text)
+    assert found is not None and found in text
+    assert citations.locate("This agreement is governed by the laws of the State of Delaware", text) is None
+    assert citations.locate("", text) is None
+
+
+def test_a_reply_is_verified_only_where_its_words_are(mq, corpus):
+    mq.ingest("m", contracts(corpus)[:1])
+    segments = [s for s in mq.segments("m") if s.kind == "text"]
+    refs = {f"S{i + 1}": s for i, s in enumerate(segments)}
+    real = " ".join(segments[0].text.split()[:8])
+    fld = Field.of("Parties")
+    [good] = candidates(f'[S1] the parties "{real}"', refs, fld, 1)
+    assert good.status == "verified" and good.quote in segments[0].text and good.ref == "S1"
+    off_topic = Field("Zebra migration", "Zebra migration")  # true words that share nothing with the field
+    assert choose([good], off_topic).status == "quoted" and choose([good], fld).quote == good.quote
+    if len(segments) > 1:  # the right words under the wrong id are attributed to the passage that holds them
+        [moved] = candidates(f'[S2] the parties "{real}"', refs, fld, 1)
+        assert moved.ref == "S1" and moved.cited == "S2" and moved.status == "verified"
+    [made_up] = candidates('[S1] Acme "Acme Corp and Widget Inc agree to merge on Monday"', refs, fld, 1)
+    assert made_up.status == "unverified"
+    assert candidates("NONE", refs, fld, 1) == []
+
+
+def test_fields_from_free_text_and_cuad_categories():
+    assert len(CUAD_CATEGORIES) == 41
+    fields = parse_fields("Governing law; Can either party terminate for convenience?", "Cap on Liability")
+    assert [f.name for f in fields] == ["Governing Law", "Can either party terminate for convenience?", "Cap on Liability"]
+    assert "law governs" in fields[0].question and fields[1].question == fields[1].name
+    assert len(parse_fields("", "all")) == 41
+    with pytest.raises(QuireError, match="Unknown CUAD categories: Nonsense"):
+        parse_fields("", "Nonsense")
+    with pytest.raises(QuireError):
+        parse_fields("", "")
+
+
+def test_cells_round_trip_and_keep_the_reviewers_marks(mq, corpus):
+    mq.ingest("m", contracts(corpus)[:1])
+    info = mq.session("m")
+    [doc] = mq.documents(info)
+    seg = mq.segments(info)[0]
+    cell = MatrixCellRecord(session_id=info.id, document_id=doc.id, field_name="Parties", question="Who signed?",
+                            status="verified", answer="Ares", quote=seg.text[:20], segment_id=seg.id,
+                            locator=seg.locator, read_tokens=300, total_tokens=320, meta={"pass": 1})
+    cell_id = matrix.save_cell(mq._database(), cell)
+    [stored] = mq.matrix_cells(info)
+    assert (stored.id, stored.document_name, stored.quote, stored.locator, stored.meta) == (
+        cell_id, doc.name, seg.text[:20], seg.locator, {"pass": 1})
+    edited = mq.mark_cell(cell_id, "edited", "Ares Trading SA")
+    assert edited.shown_answer == "Ares Trading SA" and edited.mark == "edited"
+    matrix.save_cell(mq._database(), MatrixCellRecord(**(vars(cell) | {"answer": "Merck", "status": "not_found"})))
+    [again] = mq.matrix_cells(info)
+    assert again.id == cell_id and again.answer == "Merck" and again.mark == "edited" and again.edit == "Ares Trading SA"
+    assert "not found (read 300 of 320 tokens, 94% of the document)" == again.status_words
+    with pytest.raises(QuireError):
+        mq.mark_cell(cell_id, "maybe")
+
+
+# -- with the real model ---------------------------------------------------------------------------
+def test_matrix_stops_keeps_what_is_done_and_resumes(mq, corpus):
+    mq.ingest("m", contracts(corpus))
+    first_doc, second_doc = mq.documents("m")
+
+    with closing(mq.matrix("m", FIELDS)) as events:  # closed before its first model call: nothing stored
+        assert isinstance(next(events), Status)
+    assert mq.matrix_cells("m") == []
+
+    seen: list = []
+    for event in mq.matrix("m", FIELDS):
+        seen.append(event)
+        if isinstance(event, CellDone) and len([e for e in seen if isinstance(e, CellDone)]) == len(FIELDS):
+            mq.stop()  # Stop once the first document's row is done: the run ends before the next model call
+    run = seen[-1]
+    assert isinstance(run, MatrixRun) and run.stopped and run.done == 2 and run.total == 4
+    progress = [e for e in seen if isinstance(e, Status)]
+    assert progress and all(0 <= e.done <= e.total == 4 for e in progress)
+    kept = mq.matrix_cells("m")
+    assert {(c.document_id, c.field_name) for c in kept} == {(first_doc.id, f) for f in FIELDS}
+    for c in kept:
+        assert c.read_tokens > 0 and c.total_tokens >= c.read_tokens and c.meta["model_calls"] >= 1
+        assert c.status in ("verified", "quoted", "unverified", "not_found") and c.status_words
+
+    resumed = list(mq.matrix("m", FIELDS))
+    reused = [e.cell for e in resumed if isinstance(e, CellDone) and e.reused]
+    fresh = [e.cell for e in resumed if isinstance(e, CellDone) and not e.reused]
+    assert sorted((c.id, c.created_at, c.answer) for c in reused) == sorted((c.id, c.created_at, c.answer) for c in kept)
+    assert {(c.document_id, c.field_name) for c in fresh} == {(second_doc.id, f) for f in FIELDS}
+    assert resumed[-1] == MatrixRun(4, 4, 2, False, resumed[-1].wall_s)
+    cells = mq.matrix_cells("m")
+    assert len(cells) == 4
+    assert_quotes_hold(mq, cells)
+
+
+def test_cli_prints_each_row_and_resumes(settings, corpus, capsys):
+    args = ["--context-window", "1024", "--matrix-answer-tokens", "40", "--workers", "1", "--threads", "2"]
+    assert cli_main(["ingest", str(contracts(corpus)[0]), "--session", "cli", *args]) == 0
+    assert cli_main(["matrix", "--session", "cli", "--categories", "Document Name", *args]) == 0
+    out = capsys.readouterr()
+    [line] = [ln for ln in out.out.splitlines() if ln.startswith("PRECIGEN")]
+    assert "\tDocument Name\t" in line and ("verified" in line or "not found" in line)
+    assert "1 of 1 cells (0 kept from an earlier run)" in out.err
+    assert cli_main(["matrix", "--session", "cli", "--categories", "Document Name", *args]) == 0
+    again = capsys.readouterr()
+    assert "kept from an earlier run" in again.out and "1 of 1 cells (1 kept" in again.err
+    with Quire(settings) as q:
+        assert_quotes_hold(q, q.matrix_cells("cli"))

@@ -1,0 +1,169 @@
+"""The Matrix tab: fields in, one row per document out, each cell's quote opened on its page.
+
+Thin on purpose: the run, the checks, the storage and the resume are ``Quire.matrix``; this module lays out
+the controls, turns events into table rows and shows a cell with the chat's viewer.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+
+import gradio as gr
+
+from core.errors import printable
+from core.records import CitationRecord, MatrixCellRecord
+from quire.api import CUAD_CATEGORIES, CellDone, MatrixRun, Quire, Status, parse_fields
+from ui import render
+from ui.errors import user_errors
+from ui.sessions import SessionBar
+from ui.users import UserScoped
+from ui.viewer import Viewer
+
+CELL_HEADERS = ["Cell", "Document", "Field", "Answer", "Status", "Quote", "Where", "Mark"]
+MARKS = [("No mark", ""), ("Correct", "correct"), ("Wrong", "wrong"), ("Edited", "edited")]
+
+
+def grid(cells: list[MatrixCellRecord]) -> tuple[list[str], list[list[str]]]:
+    """One row per document, one column per field: the answer and its status in words."""
+    fields = list(dict.fromkeys(c.field_name for c in cells))
+    documents = list(dict.fromkeys(c.document_name for c in cells))
+    spot = {(c.document_name, c.field_name): c for c in cells}
+    rows = []
+    for doc in documents:
+        row = [printable(doc)]
+        for f in fields:
+            c = spot.get((doc, f))
+            row.append("" if c is None else f"{render.shorten(c.shown_answer, 160) or '—'}\n[{c.status_words}]"
+                       + (f" [{c.mark}]" if c.mark else ""))
+        rows.append(row)
+    return ["Document", *[printable(f) for f in fields]], rows
+
+
+def cell_rows(cells: list[MatrixCellRecord]) -> list[list]:
+    return [[c.id, printable(c.document_name), printable(c.field_name), render.shorten(c.shown_answer, 200),
+             c.status_words, render.shorten(c.quote, 200), printable(c.locator.place()) if c.segment_id else "",
+             c.mark] for c in cells]
+
+
+def as_citation(cell: MatrixCellRecord) -> CitationRecord:
+    """A cell as the viewer's citation: its passage, its place, its quote and status."""
+    return CitationRecord(ref=str(cell.meta.get("ref") or cell.field_name), segment_id=cell.segment_id,
+                          document_name=cell.document_name, locator=cell.locator, quote=cell.quote,
+                          status=cell.status if cell.status in ("verified", "quoted") else "unverified")
+
+
+class MatrixTab(UserScoped):
+    def __init__(self, quire: Quire) -> None:
+        super().__init__(quire)
+        self.viewer = Viewer(quire)
+
+    # -- plain handlers --------------------------------------------------------------
+    def _outputs(self, cells: list[MatrixCellRecord], message: str):
+        headers, rows = grid(cells)
+        return message, gr.update(value=rows, headers=headers), cell_rows(cells)
+
+    @user_errors
+    def load(self, session: str | None):
+        if not session:
+            return self._outputs([], "Pick a session, name the fields, and run.")
+        cells = self.q.matrix_cells(session)
+        return self._outputs(cells, f"{len(cells)} cells stored for this session." if cells else "No cells yet.")
+
+    @user_errors
+    def run(self, session: str, fields: str, categories: list[str], request: gr.Request | None = None):
+        """Fill the matrix; the table grows as each document's row is done. Stop keeps what is done."""
+        if not session:
+            raise gr.Error("Pick or create a session first.")
+        wanted = parse_fields(fields or "", categories or [])
+        names = [f.name for f in wanted]
+        cells: dict[tuple[int, str], MatrixCellRecord] = {}
+        asker = request.session_hash if request is not None else None
+        with closing(self.q.matrix(session, wanted, asker=asker)) as events:
+            for event in events:
+                if isinstance(event, CellDone):
+                    cells[(event.cell.document_id, event.cell.field_name)] = event.cell
+                    yield self._outputs(list(cells.values()), f"{len(cells)} cells done…")
+                elif isinstance(event, Status):
+                    yield (f"[{event.done}/{event.total} cells] {render.md_escape(event.message)}",
+                           gr.skip(), gr.skip())
+                elif isinstance(event, MatrixRun):
+                    ordered = self.q.matrix_cells(session, names)
+                    end = "Stopped: run again to resume." if event.stopped else "Done."
+                    yield self._outputs(ordered, f"{end} {event.done} of {event.total} cells "
+                                                 f"({event.reused} kept from an earlier run), {event.wall_s:.0f} s.")
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        self.q.stop(asker=request.session_hash if request is not None else None)
+
+    @staticmethod
+    def pick_row(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.skip()
+
+    @user_errors
+    def open_cell(self, cell_id):
+        if cell_id in (None, ""):
+            return "Click a cell's row to see its source here.", gr.update(visible=False), gr.update(visible=False), \
+                gr.skip(), gr.skip()
+        cell = self.q.matrix_cell(int(cell_id))
+        view = self.viewer.show(as_citation(cell))
+        title = (f"**{render.md_escape(cell.field_name)}** · {render.md_escape(cell.document_name)} · "
+                 f"{render.md_escape(cell.status_words)}")
+        if cell.segment_id is None:
+            title += "\n\nNo passage to open: " + ("nothing was found." if cell.status == "not_found"
+                                                    else "the answer's quote was not found in the document.")
+        return (
+            title,
+            gr.update(value=view.image, visible=view.image is not None),
+            gr.update(value=view.text or "", visible=view.text is not None and cell.segment_id is not None),
+            cell.mark,
+            cell.edit or cell.answer,
+        )
+
+    @user_errors
+    def save_mark(self, session: str, cell_id, mark: str, edit: str):
+        if cell_id in (None, ""):
+            raise gr.Error("Click a cell first.")
+        self.q.mark_cell(int(cell_id), mark or "", edit or "")
+        return self.load(session)
+
+    # -- layout ------------------------------------------------------------------------
+    def build(self, bar: SessionBar) -> None:
+        session = bar.current
+        gr.Markdown("One row per document, one column per field. Each cell holds an answer and the quote it rests "
+                    "on, **verified** only when the quote is in the passage it cites. Stop keeps what is done; "
+                    "running again resumes.", elem_classes="quire-hint")
+        with gr.Row(equal_height=False):
+            fields = gr.Textbox(label="Fields (one per line)", lines=3, scale=3,
+                                placeholder="Governing law\nCan either party terminate for convenience? How much notice?")
+            categories = gr.Dropdown(choices=[c.name for c in CUAD_CATEGORIES], multiselect=True, scale=2,
+                                     label="Or pick CUAD clause categories",
+                                     info="Each asks its description (CUAD v1, CC-BY-4.0)")
+            with gr.Column(scale=0, min_width=110):
+                run = gr.Button("Run", variant="primary")
+                stop = gr.Button("Stop")
+        progress = gr.Markdown(elem_id="matrix-progress")
+        table = gr.Dataframe(headers=["Document"], label="Matrix", interactive=False, wrap=True, elem_id="matrix")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                cells = gr.Dataframe(headers=CELL_HEADERS, label="Cells (click one to open its page)",
+                                     interactive=False, wrap=True, max_height=360, elem_id="matrix-cells")
+                pick = gr.Number(label="Cell", precision=0, visible=False)
+                with gr.Row(equal_height=True):
+                    mark = gr.Dropdown(MARKS, value="", label="Reviewer's mark", scale=1)
+                    edit = gr.Textbox(label="Edited answer (kept with mark Edited)", scale=3)
+                    save = gr.Button("Save mark", scale=0, min_width=100)
+            with gr.Column(scale=2, min_width=320):
+                title = gr.Markdown("Click a cell's row to see its source here.")
+                image = gr.Image(label="Page", type="pil", interactive=False, visible=False,
+                                 buttons=["download", "fullscreen"], height=620)
+                text = gr.Code(label="Passage", visible=False, interactive=False, lines=8, max_lines=30,
+                               wrap_lines=True)
+
+        outputs = [progress, table, cells]
+        running = run.click(self.run, [session, fields, categories], outputs, api_name="matrix",
+                            concurrency_id="model")
+        stop.click(self.stop, None, None, cancels=[running], api_visibility="private")
+        bar.on_switch(self.load, outputs)
+        cells.select(self.pick_row, None, pick, api_visibility="private")
+        pick.change(self.open_cell, pick, [title, image, text, mark, edit], api_visibility="private")
+        save.click(self.save_mark, [session, pick, mark, edit], outputs, api_visibility="private")
