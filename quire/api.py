@@ -72,7 +72,7 @@ from storage.db import Database
 
 LOCAL_USER = repo.LOCAL_USER  # the user of single-user mode
 __all__ = ["LOCAL_USER", "Answer", "Budget", "CUAD_CATEGORIES", "CellDone", "Delta", "Field", "IngestResult", "MatrixRun",
-           "Progress", "Quire", "STRATEGIES", "Status", "parse_fields", "runtime_choices"]
+           "Progress", "Quire", "STRATEGIES", "Status", "Waiting", "parse_fields", "runtime_choices"]
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 READ, EDIT, OWN = "read", "edit", "own"  # what a call needs of the session

@@ -9,7 +9,7 @@ import gradio as gr
 
 from core.errors import QuireError, printable
 from core.records import CitationRecord, SessionRecord, TurnRecord
-from quire.api import STRATEGIES, Answer, Delta, Quire, Status
+from quire.api import STRATEGIES, Answer, Delta, Quire, Status, Waiting
 from ui import render
 from ui.errors import user_errors
 from ui.sessions import SessionBar
@@ -25,6 +25,7 @@ class ChatTab(UserScoped):
     def __init__(self, quire: Quire) -> None:
         super().__init__(quire)
         self.viewer = Viewer(quire)
+        self._stopping: set[str | None] = set()  # askers who pressed Stop while their question waited in line
 
     # -- plain handlers ---------------------------------------------------------
     def _turns(self, session: str | SessionRecord | None) -> list[TurnRecord]:
@@ -86,8 +87,14 @@ class ChatTab(UserScoped):
         last = 0.0
         # Stop (or a closed page) closes this handler; closing() then closes the answer stream at once.
         asker = request.session_hash if request is not None else None
+        self._stopping.discard(asker)
         with closing(self.q.ask(info, question, strategy=strategy, asker=asker)) as events:
             for event in events:
+                if isinstance(event, Waiting) and asker in self._stopping:  # stopped while waiting in line: leave it
+                    self._stopping.discard(asker)
+                    messages[-1] = {"role": "assistant", "content": "**■ Stopped** before the model read anything."}
+                    yield messages, gr.skip(), *skip
+                    return
                 if isinstance(event, Status) and not parts:
                     messages[-1] = {"role": "assistant", "content": f"_{render.md_escape(event.message)}…_"}
                     yield messages, gr.skip(), *skip
@@ -102,8 +109,11 @@ class ChatTab(UserScoped):
                     yield messages, gr.skip(), *self._turn_outputs(event.turn)
 
     def stop(self, request: gr.Request | None = None) -> None:
-        """Stop: this browser's own answer only (the model aborts even a long prefill within a second)."""
-        self.q.stop(asker=request.session_hash if request is not None else None)
+        """Stop: this browser's own answer only (the model aborts even a long prefill within a second). The
+        answer so far is kept, stored and marked as stopped; a question still waiting in line is dropped."""
+        asker = request.session_hash if request is not None else None
+        self._stopping.add(asker)
+        self.q.stop(asker=asker)
 
     def pick_turn(self, session: str | None, evt: gr.SelectData):
         """Clicking a message shows the citations of that question's answer."""
@@ -158,7 +168,7 @@ class ChatTab(UserScoped):
             with gr.Column(scale=2, min_width=320):
                 pick = gr.Dropdown(label="Open citation", choices=[], info="Or click a row in the Citations table.")
                 title = gr.Markdown("Select a citation to see its source here.", elem_id="viewer-title")
-                image = gr.Image(label="Cited page", type="pil", interactive=False, visible=False,
+                image = gr.Image(label="Cited page", type="pil", interactive=False, visible=False, elem_id="viewer-page",
                                  buttons=["download", "fullscreen"], height=620)
                 code = gr.Code(label="Cited passage", visible=False, interactive=False, lines=12, max_lines=40,
                                wrap_lines=True)
@@ -174,7 +184,9 @@ class ChatTab(UserScoped):
             question.submit(self.ask, [session, question, strategy], outputs, api_visibility="private",
                             concurrency_id="model"),
         ]
-        stop.click(self.stop, None, None, cancels=asked, api_visibility="private")
+        # No `cancels=`: cancelling the event would drop the answer half-drawn (its cursor left in the chat) and
+        # unstored; Quire's Stop ends the generation, and the handler draws and stores what there is.
+        stop.click(self.stop, None, None, api_visibility="private", queue=False)
         for event in asked:
             event.then(bar.refresh_summary, session, bar.summary, api_visibility="private")
         bar.on_switch(self.load, [chatbot, *turn_view, *viewer, strategy], api_name="history")

@@ -71,6 +71,6 @@ class ExportTab(UserScoped):
             fmt = gr.Radio(FORMATS, value="md", label="Format", scale=2)
             go = gr.Button("Export report", variant="primary", scale=1)
         note = gr.Markdown()
-        files = gr.File(label="Download", file_count="multiple", interactive=False)
+        files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
         go.click(self.export, [session, fmt], [files, note], api_name="export")
         bar.on_switch(lambda: (None, ""), [files, note], inputs=[])

@@ -165,6 +165,8 @@ def meta_line(turn) -> str:
 def answer_markdown(turn) -> str:
     """The assistant message: the answer, its sources, then how it was produced."""
     body = md_escape(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
+    if (turn.meta or {}).get("finish_reason") == "cancelled":
+        body += "\n\n**■ Stopped** — the answer was cut short here."
     lines = [f"**⚠ {md_escape(turn.warning)}**", "", body] if turn.warning else [body]
     if turn.citations:
         lines += ["", "**Sources**"]
