@@ -31,17 +31,23 @@ def start_app(home: Path, *args: str, port: int | None = None, env: dict | None 
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *SMALL_MODEL, *args], cwd=ROOT,
                             env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    wait_until_up(proc, url + "/login", log, wait_s, "the app")
+    return proc, url
+
+
+def wait_until_up(proc: subprocess.Popen, probe: str, log: Path, wait_s: float, what: str) -> None:
+    """Until ``probe`` answers 200; the process's log in the error when it exits or never answers."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            if httpx.get(url + "/login", timeout=2).status_code == 200:
-                return proc, url
+            if httpx.get(probe, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError(f"the app did not answer on port {port}:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"{what} did not answer in {wait_s:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def stop_app(proc: subprocess.Popen) -> None:
@@ -72,14 +78,5 @@ def start_llama_server(folder: Path, *, window: int = 2048, threads: int = 2) ->
            "--interrupt_requests", "False"]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"llama_cpp.server did not answer in 60 s:\n{log.read_text()[-2000:]}")
+    wait_until_up(proc, url + "/v1/models", log, 60, "llama_cpp.server")
+    return proc, url

@@ -14,7 +14,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from tests.test_ui import _free_port, start_server, stop_server
+from tests.servers import start_app, stop_app
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is in requirements-test.txt")
 
@@ -65,10 +65,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser-flows")
-    port = _free_port()
-    proc = start_server(home, port, home / "server.log")
-    yield f"http://127.0.0.1:{port}/", home
-    stop_server(proc)
+    proc, url = start_app(home)
+    yield url + "/", home
+    stop_app(proc)
 
 
 @pytest.fixture(scope="module")

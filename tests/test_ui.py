@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -29,6 +24,7 @@ from storage import repo
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.models import DocumentRow
+from tests.servers import start_app, stop_app
 from ui import render
 from ui.errors import user_errors
 from ui.export import bundle, slug
@@ -44,7 +40,6 @@ MEMO = (
     "Deliveries arrive every Tuesday before noon. The night guard is named Ingrid Solberg.\n"
 )
 PDF_CLAUSE = "The warranty period is thirty-six months from delivery."
-SERVER_FLAGS = ["--context-window", "2048", "--threads", "2", "--max-answer-tokens", "64"]
 
 
 # -- test data, stored the way the ingest pipeline stores it ----------------------------------------
@@ -257,39 +252,6 @@ def test_build_app_names_the_api_endpoints(settings):
 
 
 # -- the real app over HTTP -----------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "QUIRE_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), *SERVER_FLAGS],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                if response.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"the app did not answer on port {port}:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -298,10 +260,9 @@ def server(tmp_path_factory):
         seed_text(q, "demo")
         seed_pdf(q, "demo")
         q.session("other")
-    port = _free_port()
-    proc = start_server(home, port, home / "server.log")
-    yield f"http://127.0.0.1:{port}/", home
-    stop_server(proc)
+    proc, url = start_app(home)
+    yield url + "/", home
+    stop_app(proc)
 
 
 @pytest.fixture(scope="module")

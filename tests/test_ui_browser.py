@@ -10,7 +10,8 @@ from PIL import Image
 
 from core.settings import Settings
 from quire.api import Quire
-from tests.test_ui import _free_port, seed_pdf, seed_text, start_server, stop_server
+from tests.servers import start_app, stop_app
+from tests.test_ui import seed_pdf, seed_text
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -35,10 +36,9 @@ def app_url(tmp_path_factory):
     with Quire(Settings(home=home)) as q:
         seed_text(q, "demo")
         seed_pdf(q, "demo")
-    port = _free_port()
-    proc = start_server(home, port, home / "server.log")
-    yield f"http://127.0.0.1:{port}/"
-    stop_server(proc)
+    proc, url = start_app(home)
+    yield url + "/"
+    stop_app(proc)
 
 
 @pytest.mark.parametrize("tab", ["chat", "documents"])
