@@ -34,7 +34,8 @@ from quire.api import Quire
 COOKIE = "quire_session"
 COOKIE_MAX_AGE_S = 14 * 24 * 3600
 SECRET_KEY = "server"  # app state key of the cookie signing key
-OPEN_PATHS = ("/login", "/logout", "/favicon.ico")  # answered without a user
+OPEN_PATHS = ("/login", "/logout", "/setup", "/favicon.ico")  # answered without a user
+MIN_PASSWORD = 8
 API_PREFIXES = ("/api/", "/v1/", "/gradio_api/")  # programs: 401 JSON, never a redirect to a form (nor a page
 # request that does not ask for HTML)
 
@@ -188,8 +189,9 @@ class Gate:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        if scope["type"] == "http" and path in ("/login", "/logout"):
-            return await (self._login if path == "/login" else self._logout)(scope, receive, send)
+        if scope["type"] == "http" and path in ("/login", "/logout", "/setup"):
+            handler = {"/login": self._login, "/logout": self._logout, "/setup": self._setup}[path]
+            return await handler(scope, receive, send)
         user, why = self.user(scope)
         if user is None and path not in OPEN_PATHS:
             if scope["type"] == "websocket":
@@ -208,15 +210,9 @@ class Gate:
         target = _safe_next((query.get("next") or ["/"])[0])
         if scope.get("method") != "POST":
             return await _html(send, 200, login_page(target))
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > 16384:
-                return await _html(send, 413, login_page(target, "That form is too large."))
-            if not message.get("more_body"):
-                break
-        form = parse_qs(body.decode("utf-8", "replace"))
+        form = await _form(receive)
+        if form is None:
+            return await _html(send, 413, login_page(target, "That form is too large."))
         name, password = (form.get("name") or [""])[0].strip(), (form.get("password") or [""])[0]
         target = _safe_next((form.get("next") or [target])[0])
         address = _client(scope)
@@ -231,8 +227,50 @@ class Gate:
         self.throttle.succeeded(name)
         await _redirect(send, target, [(b"set-cookie", Sessions.header(self.sessions.issue(user)))])
 
+    async def _setup(self, scope, receive, send) -> None:
+        """The first admin, made on the first visit: only while no account exists, and only when the server
+        listens on loopback and the form comes from this machine, from this page (a page elsewhere could post
+        to 127.0.0.1 too: its Origin gives it away)."""
+        if self.quire.accounts_exist():
+            return await _redirect(send, "/login")
+        if not (loopback(self.settings.host) and loopback(_client(scope))) or self.settings.auth_header:
+            return await _json(send, 404, {"error": {"message": "Not found.", "hint": "Create users with "
+                                                     "`python app.py users add NAME --admin`."}})
+        if scope.get("method") != "POST":
+            return await _html(send, 200, setup_page())
+        headers = _headers(scope)
+        origin, host = headers.get("origin", ""), headers.get("host", "")
+        if (origin and origin not in (f"http://{host}", f"https://{host}")) or \
+                headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return await _html(send, 403, setup_page("This form can only be sent from Quire's own page."))
+        form = await _form(receive)
+        if form is None:
+            return await _html(send, 413, setup_page("That form is too large."))
+        name, password = (form.get("name") or [""])[0].strip(), (form.get("password") or [""])[0]
+        if password != (form.get("again") or [""])[0]:
+            return await _html(send, 400, setup_page("The two passwords differ."))
+        if len(password) < MIN_PASSWORD:
+            return await _html(send, 400, setup_page(f"Use a password of {MIN_PASSWORD} characters or more."))
+        try:
+            user = self.quire.add_user(name, password=password, admin=True)
+        except QuireError as exc:
+            return await _html(send, 400, setup_page(exc.user_message()))
+        await _redirect(send, "/", [(b"set-cookie", Sessions.header(self.sessions.issue(user)))])
+
     async def _logout(self, scope, receive, send) -> None:
         await _redirect(send, "/login", [(b"set-cookie", Sessions.header("", max_age=0))])
+
+
+async def _form(receive, limit: int = 16384) -> dict[str, list[str]] | None:
+    """A posted form's fields; None when it is larger than ``limit`` bytes."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body"):
+            return parse_qs(body.decode("utf-8", "replace"))
 
 
 def _safe_next(target: str) -> str:
@@ -240,14 +278,27 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
-def login_page(target: str, error: str = "") -> str:
-    message = f'<p class="error">{html.escape(error)}</p>' if error else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Quire: log in</title>
+_PAGE_HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>Quire: {title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:22em;margin:12vh auto;padding:0 1em}}
 input{{display:block;width:100%;margin:.3em 0 1em;padding:.5em;box-sizing:border-box}}
 button{{padding:.5em 1.5em}}.error{{color:#b91c1c}}</style></head>
-<body><h1>Quire</h1>{message}<form method="post" action="/login">
+<body><h1>Quire</h1>"""
+
+
+def setup_page(error: str = "") -> str:
+    message = f'<p class="error">{html.escape(error)}</p>' if error else ""
+    return _PAGE_HEAD.format(title="first admin") + f"""{message}<p>No account exists yet. Make the first one: it is
+an admin, and from then on everyone logs in.</p><form method="post" action="/setup">
+<label>User name<input name="name" autocomplete="username" required autofocus></label>
+<label>Password<input name="password" type="password" autocomplete="new-password" required minlength="{MIN_PASSWORD}"></label>
+<label>Password again<input name="again" type="password" autocomplete="new-password" required></label>
+<button type="submit">Create the admin</button></form></body></html>"""
+
+
+def login_page(target: str, error: str = "") -> str:
+    message = f'<p class="error">{html.escape(error)}</p>' if error else ""
+    return _PAGE_HEAD.format(title="log in") + f"""{message}<form method="post" action="/login">
 <input type="hidden" name="next" value="{html.escape(target)}">
 <label>User name<input name="name" autocomplete="username" required autofocus></label>
 <label>Password<input name="password" type="password" autocomplete="current-password" required></label>

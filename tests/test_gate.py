@@ -63,3 +63,33 @@ def test_failed_logins_wait_longer_each_time_per_account_and_address():
     assert 3.5 < throttle.wait_s("alice", "1.2.3.4") <= 4  # doubled
     throttle.succeeded("alice")
     assert throttle.wait_s("alice", "5.6.7.8") == 0
+
+
+def test_the_first_admin_is_made_on_the_first_visit_from_this_machine_only(tmp_path):
+    """A real server with no account yet: /setup makes the first admin (refusing a form posted from another
+    site), logs them in, and then closes for good: from then on everyone logs in."""
+    import httpx
+
+    from tests.servers import start_app, stop_app
+
+    proc, url = start_app(tmp_path)
+    try:
+        with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as http:
+            assert http.get("/api/v1/me").status_code == 200  # single-user mode: the local user
+            page = http.get("/setup")
+            assert page.status_code == 200 and 'action="/setup"' in page.text
+            form = {"name": "ada", "password": "correct horse", "again": "correct horse"}
+            forged = http.post("/setup", data=form, headers={"Origin": "http://evil.example"})
+            assert forged.status_code == 403
+            assert http.post("/setup", data={**form, "again": "other"}).status_code == 400
+            assert http.post("/setup", data={**form, "password": "short", "again": "short"}).status_code == 400
+            made = http.post("/setup", data=form, headers={"Origin": url})
+            assert made.status_code in (302, 303) and "quire_session" in made.headers.get("set-cookie", "")
+            me = http.get("/api/v1/me", cookies={"quire_session": made.cookies["quire_session"]})
+            assert me.status_code == 200 and me.json() == {"name": "ada", "admin": True}
+        with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as stranger:
+            assert stranger.get("/setup").headers["location"] == "/login"  # closed once an account exists
+            assert stranger.post("/setup", data={**form, "name": "eve"}).status_code in (302, 303)
+            assert stranger.get("/api/v1/me").status_code == 401
+    finally:
+        stop_app(proc)

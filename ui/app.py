@@ -87,7 +87,9 @@ def _tab_from_url(request: gr.Request):
 def _signed_in(request: gr.Request):
     """Who is logged in, with the way out; nothing in single-user mode (the local user, no login)."""
     name = getattr(request, "username", None) if request else None
-    if not name or name == LOCAL_USER:
+    if name == LOCAL_USER:  # single-user mode; the first admin can be made here (the server checks it may)
+        return "Single-user mode · [Create accounts](/setup)"
+    if not name:
         return gr.skip()
     return f"Signed in as **{md_escape(name)}** · [Log out](/logout)"
 
