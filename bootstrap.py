@@ -251,35 +251,30 @@ def ensure_llama(always_check: bool) -> None:
     )
 
 
-def ensure_chromium() -> None:
-    """Headless Chromium for the browser tests: installed from Debian when we may, else those tests skip."""
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        return
-    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        log("chromium not found: the browser tests will be skipped")
-        return
-    log("installing chromium for the browser tests (apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    ok = subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0
-    ok = ok and subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env).returncode == 0
-    if not ok:
-        log("chromium could not be installed: the browser tests will be skipped")
+# Debian packages the tests start themselves: (package, what needs it, whether it is there already).
+TEST_PACKAGES = (
+    ("chromium", "the browser tests", lambda: bool(shutil.which("chromium") or shutil.which("chromium-browser"))),
+    ("postgresql", "the server-database tests", lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))),
+)
 
 
-def ensure_postgresql() -> None:
-    """PostgreSQL's server binaries for the tests of the server database (the suite makes its own throwaway
-    cluster with them): installed from Debian when we may, else those tests skip."""
-    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+def ensure_test_packages() -> None:
+    """Headless Chromium and PostgreSQL's server binaries (the suite makes its own throwaway cluster with
+    them), installed from Debian in one apt run when we may; else the tests that need them fail saying so."""
+    missing = [(package, who) for package, who, present in TEST_PACKAGES if not present()]
+    if not missing:
         return
+    names = " and ".join(package for package, _ in missing)
     if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        log("PostgreSQL not found (/usr/lib/postgresql/*/bin): the PostgreSQL tests will be skipped")
+        for package, who in missing:
+            log(f"{package} not found: {who} will fail (apt-get install {package}, as root)")
         return
-    log("installing PostgreSQL for the server-database tests (apt-get)")
+    log(f"installing {names} for " + " and ".join(who for _, who in missing) + " (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     ok = subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0
-    ok = ok and subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], env=env).returncode == 0
+    ok = ok and subprocess.run(["apt-get", "install", "-y", "-qq", *(p for p, _ in missing)], env=env).returncode == 0
     if not ok:
-        log("PostgreSQL could not be installed: the PostgreSQL tests will be skipped")
+        log(f"{names} could not be installed: the tests that need them will fail")
 
 
 def setup(command: str) -> None:
@@ -288,8 +283,7 @@ def setup(command: str) -> None:
     ensure_requirements("requirements.txt", "requirements-model.txt")
     if command == "test":
         ensure_requirements("requirements-test.txt")
-        ensure_chromium()
-        ensure_postgresql()
+        ensure_test_packages()
 
 
 def main(argv: list[str]) -> int:

@@ -86,7 +86,8 @@ def postgres():
     """A PostgreSQL cluster the suite starts itself (initdb + pg_ctl on a loopback port), removed at the end."""
     bin_dir = binaries()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin): `python3 bootstrap.py test` installs it")
+        pytest.fail("PostgreSQL is not installed (/usr/lib/postgresql/*/bin): `python3 bootstrap.py test` installs it "
+                    "(apt-get install postgresql)")
     cluster = Cluster(bin_dir).start()
     yield cluster
     cluster.stop()
