@@ -20,11 +20,62 @@ from starlette.requests import Request
 from core.settings import Settings
 from quire.api import Quire
 from server import openai_api, rest
-from server.auth import Gate, check_listening
-from ui.app import CSS, HostAllowList, allowed_hosts, build_app, theme
+from server.auth import Gate, check_listening, loopback, send_body, send_json
+from ui.app import CSS, build_app, theme
 from ui.export import export_dir
 
 FILE_ROUTE = "/gradio_api/file="
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(settings: Settings) -> set[str]:
+    """The Host names the server answers to: loopback, --host (unless it is every interface) and --allowed-hosts."""
+    names = set(LOOPBACK_NAMES)
+    host = settings.host.strip().strip("[]").lower()
+    if host and host not in ("0.0.0.0", "::"):
+        names.add(host)
+    names.update(n.strip().strip("[]").lower() for n in settings.allowed_hosts.split(",") if n.strip())
+    return names
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port: ``[::1]:7860`` -> ``::1``, ``Quire.lan.`` -> ``quire.lan``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    if header.count(":") > 1:  # a bare IPv6 address
+        return header
+    return header.split(":", 1)[0].rstrip(".")
+
+
+class HostAllowList:
+    """ASGI middleware: a request whose Host is not one of the names the server serves gets 400.
+
+    A page on evil.example whose name is made to resolve to 127.0.0.1 (DNS rebinding) would otherwise
+    reach the UI's API from the user's own browser with the browser's blessing: same origin, by name."""
+
+    def __init__(self, app, names: set[str]) -> None:
+        self.app, self.names = app, {n.lower() for n in names}
+
+    def allows(self, header: str) -> bool:
+        if "*" in self.names:
+            return True
+        name = host_name(header)
+        return name in self.names or loopback(name)  # 127.0.0.2 and the like
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if not self.allows(header):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = b"Invalid Host header: this server answers only to the names it serves (--allowed-hosts).\n"
+                return await send_body(send, 400, body, [(b"content-type", b"text/plain; charset=utf-8")])
+        await self.app(scope, receive, send)
+
 
 
 class FileGuard:
@@ -67,12 +118,7 @@ class FileGuard:
         user = scope.get("state", {}).get("quire_user")
         if path.startswith(FILE_ROUTE):
             if not self._allowed(user, Path(path[len(FILE_ROUTE):]).resolve()):
-                body = b'{"error": {"message": "No such file.", "hint": ""}}'
-                await send({"type": "http.response.start", "status": 404,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+                return await send_json(send, 404, {"error": {"message": "No such file.", "hint": ""}})
             return await self.app(scope, receive, send)
         if user is None:
             return await self.app(scope, receive, send)

@@ -198,7 +198,7 @@ class Gate:
                 return await send({"type": "websocket.close", "code": 1008})
             wants_page = "text/html" in _headers(scope).get("accept", "")
             if path.startswith(API_PREFIXES) or scope.get("method") != "GET" or not wants_page:
-                return await _json(send, 401, {"error": {"message": why, "hint": "Send Authorization: Bearer "
+                return await send_json(send, 401, {"error": {"message": why, "hint": "Send Authorization: Bearer "
                                                          "TOKEN (`python app.py tokens create NAME`), or log in."}})
             target = path + ("?" + scope["query_string"].decode() if scope.get("query_string") else "")
             return await _redirect(send, "/login?next=" + quote(target, safe=""))
@@ -234,7 +234,7 @@ class Gate:
         if self.quire.accounts_exist():
             return await _redirect(send, "/login")
         if not (loopback(self.settings.host) and loopback(_client(scope))) or self.settings.auth_header:
-            return await _json(send, 404, {"error": {"message": "Not found.", "hint": "Create users with "
+            return await send_json(send, 404, {"error": {"message": "Not found.", "hint": "Create users with "
                                                      "`python app.py users add NAME --admin`."}})
         if scope.get("method") != "POST":
             return await _html(send, 200, setup_page())
@@ -305,20 +305,21 @@ def login_page(target: str, error: str = "") -> str:
 <button type="submit">Log in</button></form></body></html>"""
 
 
-async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_body(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A whole HTTP response from ASGI middleware."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _json(send, status: int, data: dict) -> None:
-    await _send(send, status, json.dumps(data).encode(), [(b"content-type", b"application/json")])
+async def send_json(send, status: int, data: dict) -> None:
+    await send_body(send, status, json.dumps(data).encode(), [(b"content-type", b"application/json")])
 
 
 async def _html(send, status: int, page: str, headers: list | None = None) -> None:
-    await _send(send, status, page.encode(), [(b"content-type", b"text/html; charset=utf-8"),
+    await send_body(send, status, page.encode(), [(b"content-type", b"text/html; charset=utf-8"),
                                               (b"cache-control", b"no-store"), *(headers or [])])
 
 
 async def _redirect(send, target: str, headers: list | None = None) -> None:
-    await _send(send, 303, b"", [(b"location", target.encode("latin-1", "replace")), *(headers or [])])
+    await send_body(send, 303, b"", [(b"location", target.encode("latin-1", "replace")), *(headers or [])])

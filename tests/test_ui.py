@@ -298,7 +298,7 @@ def test_allowed_hosts_add_names_and_star_allows_any(tmp_path):
     from starlette.routing import Route
     from starlette.testclient import TestClient
 
-    from ui.app import HostAllowList, allowed_hosts, host_name
+    from server.app import HostAllowList, allowed_hosts, host_name
 
     assert host_name("[::1]:7860") == "::1" and host_name("Quire.LAN.:80") == "quire.lan" and host_name("::1") == "::1"
     names = allowed_hosts(Settings(home=tmp_path, host="0.0.0.0", allowed_hosts="quire.lan, 192.168.1.20"))

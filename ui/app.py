@@ -7,11 +7,8 @@ first question.
 
 from __future__ import annotations
 
-import ipaddress
-
 import gradio as gr
 
-from core.settings import Settings
 from quire.api import LOCAL_USER, Quire
 from ui import settings_panel
 from ui.render import md_escape
@@ -92,62 +89,3 @@ def _signed_in(request: gr.Request):
     if not name:
         return gr.skip()
     return f"Signed in as **{md_escape(name)}** · [Log out](/logout)"
-
-
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def allowed_hosts(settings: Settings) -> set[str]:
-    """The Host names the server answers to: loopback, --host (unless it is every interface) and --allowed-hosts."""
-    names = set(LOOPBACK_NAMES)
-    host = settings.host.strip().strip("[]").lower()
-    if host and host not in ("0.0.0.0", "::"):
-        names.add(host)
-    names.update(n.strip().strip("[]").lower() for n in settings.allowed_hosts.split(",") if n.strip())
-    return names
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header, without the port: ``[::1]:7860`` -> ``::1``, ``Quire.lan.`` -> ``quire.lan``."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    if header.count(":") > 1:  # a bare IPv6 address
-        return header
-    return header.split(":", 1)[0].rstrip(".")
-
-
-class HostAllowList:
-    """ASGI middleware: a request whose Host is not one of the names the server serves gets 400.
-
-    A page on evil.example whose name is made to resolve to 127.0.0.1 (DNS rebinding) would otherwise
-    reach the UI's API from the user's own browser with the browser's blessing: same origin, by name."""
-
-    def __init__(self, app, names: set[str]) -> None:
-        self.app, self.names = app, {n.lower() for n in names}
-
-    def allows(self, header: str) -> bool:
-        if "*" in self.names:
-            return True
-        name = host_name(header)
-        if name in self.names:
-            return True
-        try:
-            return ipaddress.ip_address(name).is_loopback  # 127.0.0.2 and the like
-        except ValueError:
-            return False
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-            if not self.allows(header):
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                body = b"Invalid Host header: this server answers only to the names it serves (--allowed-hosts).\n"
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
