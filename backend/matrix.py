@@ -285,20 +285,28 @@ def run_document(
     options = dataclasses.replace(options, stop=options.stop or STOP)
     usages: list[Usage] = []
     steps = len(shards) * len(fields)
+
+    def ask(passages: list[int], fld: Field, pass_no: int) -> list[Candidate] | None:
+        """One model call: the field asked of these passages; its candidates, or None when it was stopped."""
+        prompt, refs = extraction_prompt(text, passages, fld)
+        reply, usage = _collect(generate_guarded(runtime, prompt, options))
+        if usage.finish_reason == "cancelled":
+            return None
+        usages.append(usage)
+        replies[fld.name].append(reply[:400])
+        return candidates(reply, refs, fld, pass_no)
+
     for k, shard in enumerate(shards):
         for j, fld in enumerate(fields):
             if stopped():
                 yield Stopped()
                 return
             yield Status(f"{label}part {k + 1} of {len(shards)}: {fld.name}", k * len(fields) + j, steps)
-            prompt, refs = extraction_prompt(text, shard, fld)
-            reply, usage = _collect(generate_guarded(runtime, prompt, options))
-            if usage.finish_reason == "cancelled":
+            got = ask(shard, fld, 1)
+            if got is None:
                 yield Stopped()
                 return
-            usages.append(usage)
-            replies[fld.name].append(reply[:400])
-            found[fld.name] += candidates(reply, refs, fld, 1)
+            found[fld.name] += got
     read_tokens = sum(counter(ref_id(i), s) for i, s in enumerate(text))  # pieces counted as read
     read_ids = {s.id for s in text}
     unread = [s for s in segments if s.id not in read_ids]  # images and empty passages: counted, not read
@@ -313,14 +321,11 @@ def run_document(
             yield Status(f"{label}second pass: {fld.name}", steps, steps)
             chosen = _ranked_shard(text, rank(fld), runtime, counter, options)
             if chosen:
-                prompt, refs = extraction_prompt(text, chosen, fld)
-                reply, usage = _collect(generate_guarded(runtime, prompt, options))
-                if usage.finish_reason == "cancelled":
+                got = ask(chosen, fld, 2)
+                if got is None:
                     yield Stopped()
                     return
-                usages.append(usage)
-                replies[fld.name].append(reply[:400])
-                second = choose(candidates(reply, refs, fld, 2), fld)
+                second = choose(got, fld)
                 if second is not None and (best is None or second.status == "verified"
                                            or (second.status == "quoted" and best.status == "unverified")):
                     best = second
