@@ -60,6 +60,11 @@ class Item:
     documents: list[Path] = field(default_factory=list)  # the session's documents, when there are several
     spans_by_document: dict[str, list[str]] = field(default_factory=dict)  # cuad-cross: file name -> its spans
 
+    @property
+    def category(self) -> str:
+        """A CUAD item's clause category (its key is ``<contract>__<category>``)."""
+        return self.key.rsplit("__", 1)[-1]
+
 
 def financebench_items(folder: Path) -> list[Item]:
     items = []
@@ -107,9 +112,8 @@ def cuad_cross_items(folder: Path) -> list[Item]:
         questions = {}
         for item in single:
             if item.document in group:
-                category = item.key.rsplit("__", 1)[-1]
-                by_category.setdefault(category, {})[item.document.name] = item.spans
-                questions[category] = item.question
+                by_category.setdefault(item.category, {})[item.document.name] = item.spans
+                questions[item.category] = item.question
         for category, spans in by_category.items():
             if len(spans) >= 2:
                 items.append(Item("cuad-cross", f"group{start // GROUP + 1}__{category}", group[0],
@@ -122,7 +126,7 @@ def cuad_terse_items(folder: Path) -> list[Item]:
     """The CUAD questions as a user types them in a hurry: the category's name, not its description
     ("What does the contract say about governing law?"). This is what query expansion is for."""
     return [Item("cuad-terse", item.key, item.document,
-                 f"What does the contract say about {item.key.rsplit('__', 1)[-1].lower()}?", spans=item.spans)
+                 f"What does the contract say about {item.category.lower()}?", spans=item.spans)
             for item in cuad_items(folder)]
 
 
@@ -152,10 +156,6 @@ def score(item: Item, shown) -> float:
                  for name, spans in item.spans_by_document.items()]
         return sum(found) / len(found)
     return float(_found(item.spans, [normalise(s.text) for s in shown]))
-
-
-def hit(item: Item, shown) -> bool:
-    return score(item, shown) == 1.0
 
 
 def session_name(item: Item) -> str:

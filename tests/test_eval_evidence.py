@@ -26,12 +26,12 @@ def test_questions_load_with_their_evidence(corpus):
 
 def test_a_hit_is_the_evidence_page_or_the_clause_span():
     page = evidence.Item("financebench", "k", None, "q", pages={48})
-    assert evidence.hit(page, [seg("x", 47), seg("y", 48)]) and not evidence.hit(page, [seg("x", 47)])
+    assert evidence.score(page, [seg("x", 47), seg("y", 48)]) == 1.0 and evidence.score(page, [seg("x", 47)]) == 0.0
     span = "This Agreement shall be governed by the laws of the State of New York, without regard to conflicts."
     clause = evidence.Item("cuad", "k", None, "q", spans=[span])
-    assert evidence.hit(clause, [seg("Section 9. THIS AGREEMENT shall be governed by the laws of the State of New "
-                                     "York, without regard to conflicts. Section 10.", 3)])
-    assert not evidence.hit(clause, [seg("Section 10. Notices shall be in writing.", 4)])
+    assert evidence.score(clause, [seg("Section 9. THIS AGREEMENT shall be governed by the laws of the State of New "
+                                       "York, without regard to conflicts. Section 10.", 3)]) == 1.0
+    assert evidence.score(clause, [seg("Section 10. Notices shall be in writing.", 4)]) == 0.0
 
 
 def test_focus_is_measured_on_a_real_contract(settings, corpus):
