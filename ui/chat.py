@@ -188,7 +188,7 @@ class ChatTab(UserScoped):
         # unstored; Quire's Stop ends the generation, and the handler draws and stores what there is.
         stop.click(self.stop, None, None, api_visibility="private", queue=False)
         for event in asked:
-            event.then(bar.refresh_summary, session, bar.summary, api_visibility="private")
+            event.then(bar.select, session, bar.summary, api_visibility="private")
         bar.on_switch(self.load, [chatbot, *turn_view, *viewer, strategy], api_name="history")
         chatbot.select(self.pick_turn, session, turn_view, api_visibility="private")
         table.select(self.pick_citation_row, None, pick, api_visibility="private")

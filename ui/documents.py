@@ -151,7 +151,7 @@ class DocumentsTab(UserScoped):
         bar.on_switch(self.view, view, api_name="documents")
         bar.on_switch(lambda: ("", {}, *_retry_update({})), [report, failed, *retry_outputs], inputs=[])
         for event in (added, retried, removed):
-            event.then(bar.refresh_summary, session, bar.summary, api_visibility="private")
+            event.then(bar.select, session, bar.summary, api_visibility="private")
 
 
 def _retry_update(failed: dict[str, str]):

@@ -146,9 +146,6 @@ class SessionBar(UserScoped):
         self.on_switch(self.select, self.summary, api_name="select_session")
         return self.current
 
-    def refresh_summary(self, name: str | None) -> str:
-        return _summary(self.q, name)
-
 
 def _summary(q: Quire, name: str | None) -> str:
     if not name:
