@@ -163,7 +163,7 @@ def vocab():
     """SmolLM2's vocabulary, read from its GGUF by llama.cpp itself (no weights, no compute backend)."""
     from llama_cpp import Llama
 
-    from tests.test_openai_runtime import _smollm2_gguf
+    from tests.servers import smollm2_gguf as _smollm2_gguf
 
     llm = Llama(model_path=str(_smollm2_gguf()), vocab_only=True, verbose=False)
     yield llm
@@ -215,7 +215,7 @@ def test_llama_cpp_python_server_parses_special_tokens_in_content(settings, tmp_
     """What the OpenAI-compatible path sends reaches a tokenizer that reads special tokens in message
     text (llama-cpp-python's server tokenizes the rendered chat prompt with special=True): the raw attack
     turns into control tokens there, the assembled user message into none."""
-    from tests.test_openai_runtime import _free_port, _smollm2_gguf
+    from tests.servers import free_port as _free_port, smollm2_gguf as _smollm2_gguf
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(_smollm2_gguf()), "--host",
