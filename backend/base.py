@@ -143,3 +143,21 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def generate(self, prompt: Prompt, options: GenerateOptions) -> Iterator[Event]:
         """Stream the answer as Delta events, then exactly one Usage."""
+
+    # -- preparing a prefix ahead of the question ----------------------------
+    def prefill(self, prompt: Prompt) -> Usage:
+        """Compute ``prompt`` (a shard with its question part left empty) into the runtime's prefix cache, so a
+        later question that starts with it computes only its own tokens. Here: one answer token is generated
+        and dropped, which is what a server's prefix cache (SGLang's radix cache, llama.cpp's server) keeps.
+        ``finish_reason`` is "cancelled" when :meth:`cancel` stopped it; ``details["kept"]`` says whether the
+        state is now kept (the embedded CPU runtime saves it to disk and overrides this)."""
+        usage = Usage()
+        for event in self.generate(prompt, GenerateOptions(max_tokens=1)):
+            if isinstance(event, Usage):
+                usage = event
+        usage.details = {**usage.details, "kept": usage.finish_reason != "cancelled" and self.prefix_cache}
+        return usage
+
+    def has_prefix(self, prompt: Prompt) -> bool:
+        """Whether ``prompt``'s prefix is known to be kept already (only runtimes that keep states can tell)."""
+        return False

@@ -172,6 +172,15 @@ def parse_refs(answer: str) -> list[tuple[str, int, int]]:
     return found
 
 
+def relabel(text: str, ids: Mapping[str, str]) -> str:
+    """The text with each cited id renamed by ``ids`` (``[S2, S3]`` -> ``[S40, S41]``); an unknown id stays."""
+    def one(m: re.Match) -> str:
+        ref = f"S{int(m.group(1))}"
+        return ids.get(ref, ref)
+
+    return _REF.sub(lambda m: "[" + _ONE.sub(one, m.group(1)).strip() + "]", text)
+
+
 _QUOTE_MARKS = '"“”'
 
 

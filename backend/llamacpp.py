@@ -278,6 +278,10 @@ class LlamaCppRuntime(Runtime):
             "options": {"max_tokens": options.max_tokens, "temperature": options.temperature, "seed": options.seed,
                         "stop": list(options.stop), "repeat_penalty": options.repeat_penalty},
         }
+        yield from self._exchange(request)
+
+    def _exchange(self, request: dict[str, Any]) -> Iterator[Event]:
+        """Send one computing request and stream the worker's answer (Delta events, then one Usage)."""
         self._lock.acquire()
         finished = False
         try:
@@ -346,17 +350,45 @@ class LlamaCppRuntime(Runtime):
 
     # -- the corpus prefix on disk ---------------------------------------------------------
     def prefix_key(self, prompt: Prompt) -> str:
-        """Identifies the cacheable prefix: model, window, system text and every part but the question."""
+        """Identifies the cacheable prefix: model, window, KV type, system text and every part but the question."""
         corpus = "".join(p.text for p in prompt.parts[:-1] if p.kind == "text")
-        return PrefixStore.key(str(self.model_path), str(self.context_window), prompt.system, corpus)
+        kv = "" if self.settings.kv_cache_type == "f16" else self.settings.kv_cache_type  # f16 keys stay as they were
+        return PrefixStore.key(str(self.model_path), str(self.context_window) + kv, prompt.system, corpus)
+
+    def prefix_tokens(self, prompt: Prompt) -> list[int]:
+        """The tokens every question over this prompt's corpus starts with: the template up to the user's text,
+        and that text without the question part (the last part)."""
+        vocab = self._load_vocabulary()
+        pieces = self._pieces(Prompt(prompt.system, prompt.parts[:-1]))
+        last = max(i for i, (_, is_template) in enumerate(pieces) if not is_template)  # the user's text
+        tokens: list[int] = []
+        for text, is_template in pieces[: last + 1]:
+            tokens += vocab.tokenize(text, special=is_template)
+        return tokens
+
+    def has_prefix(self, prompt: Prompt) -> bool:
+        return self.settings.prefix_cache_mb > 0 and \
+            PrefixStore.file(self._state_dir(), self.prefix_key(prompt)).is_file()
+
+    def prefill(self, prompt: Prompt) -> Usage:
+        """Compute the prompt's corpus prefix in the worker and save its state on disk (no answer token)."""
+        request = {"op": "prefill", "tokens": self.prefix_tokens(prompt), "key": self.prefix_key(prompt)}
+        usage = Usage()
+        for event in self._exchange(request):
+            if isinstance(event, Usage):
+                usage = event
+        return usage
+
+    def _state_dir(self) -> Path:
+        return self.settings.cache_dir / "llama-states"
 
     # -- the worker process ----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         threads = self.settings.threads or os.cpu_count() or 1
         return {
             "model_path": str(self.model_path), "n_ctx": self.context_window, "threads": threads, "n_batch": 512,
-            "seed": self.settings.seed, "state_dir": str(self.settings.cache_dir / "llama-states"),
-            "state_mb": self.settings.prefix_cache_mb,
+            "seed": self.settings.seed, "state_dir": str(self._state_dir()),
+            "state_mb": self.settings.prefix_cache_mb, "kv_cache_type": self.settings.kv_cache_type,
         }
 
     def _spawn(self) -> None:

@@ -13,6 +13,9 @@ Protocol: JSON messages over an inherited socket (``multiprocessing.connection``
         -> {"type": "alive"} (at most once a second while computing)
            {"type": "delta", "text": str} ...
            then {"type": "usage", ...}  (finish_reason "cancelled" after a cancel)
+    {"op": "prefill", "tokens": [...], "key": str}
+        -> {"type": "alive"} ..., then {"type": "usage", ...} with finish_reason "prefilled" (or "cancelled"):
+           the tokens are computed and their state saved under ``key``, no answer (a shard warmed ahead)
     {"op": "reset"}      -> {"type": "reset"}  (forget the KV cache in memory; saved states stay)
     {"op": "cancel"}     (at any time: aborts the running prefill or decode within milliseconds)
     {"op": "shutdown"}   -> {"type": "bye"}, then the process exits
@@ -79,7 +82,7 @@ class Worker:
             if message.get("op") == "cancel":
                 self.cancelled.set()
             else:
-                if message.get("op") == "generate":
+                if message.get("op") in ("generate", "prefill"):
                     self.cancelled.clear()  # here, in order: a cancel sent right after it still counts
                 self.requests.put(message)
 
@@ -95,6 +98,8 @@ class Worker:
                     self.init(message["config"])
                 elif op == "generate":
                     self.generate(message)
+                elif op == "prefill":
+                    self.prefill(message)
                 elif op == "reset":
                     self.llm.reset()  # forget the KV cache in memory (states on disk stay)
                     self.send({"type": "reset"})
@@ -106,9 +111,12 @@ class Worker:
 
     # -- the model -------------------------------------------------------------
     def init(self, config: dict[str, Any]) -> None:
-        from llama_cpp import Llama, ggml_abort_callback, llama_set_abort_callback
+        from llama_cpp import GGML_TYPE_Q8_0, Llama, ggml_abort_callback, llama_set_abort_callback
 
+        kv = {"type_k": GGML_TYPE_Q8_0, "type_v": GGML_TYPE_Q8_0, "flash_attn": True} \
+            if config.get("kv_cache_type") == "q8_0" else {}  # llama.cpp quantises the V cache only with flash attention
         self.llm = Llama(
+            **kv,
             model_path=config["model_path"],
             n_ctx=config["n_ctx"],
             n_threads=config["threads"],
@@ -177,6 +185,34 @@ class Worker:
             "finish_reason": finish, "details": {"cache_source": source, "state_saved": saved},
         })
 
+    def prefill(self, message: dict[str, Any]) -> None:
+        """Compute ``tokens`` (a shard, no question) and save their state, unless it is on disk already."""
+        llm = self.llm
+        if llm is None:
+            raise RuntimeError("the model is not loaded (init first)")
+        tokens: list[int] = message["tokens"]
+        key: str = message.get("key", "")
+        started = time.perf_counter()
+        existed = bool(self.store is not None and key and self.store.get(key) is not None)
+        cached, finish, saved = 0, "prefilled", False
+        if not existed:
+            cached = self.cached_prefix(tokens)
+            llm.n_tokens = cached  # eval drops what the cache holds after this, then computes the rest
+            try:
+                llm.eval(tokens[cached:])
+            except RuntimeError:
+                if not self.cancelled.is_set():
+                    raise
+                finish = "cancelled"
+            if finish != "cancelled":
+                saved = self.persist(key, len(tokens), 0)
+        total = time.perf_counter() - started
+        self.send({
+            "type": "usage", "prompt_tokens": len(tokens), "completion_tokens": 0, "cached_tokens": cached,
+            "ttft_s": total, "total_s": total, "finish_reason": finish,
+            "details": {"state_saved": saved, "existed": existed, "kept": saved or existed},
+        })
+
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of ``tokens`` are already in the KV cache."""
         n = 0
@@ -211,7 +247,9 @@ class Worker:
 
     def persist(self, key: str, prompt_tokens: int, save_min: int) -> bool:
         """Save the KV state after the first answer on a new corpus (small prompts are not worth it)."""
-        if self.store is None or not key or key in self.saved or prompt_tokens < save_min:
+        if self.store is None or not key or prompt_tokens < save_min:
+            return False
+        if key in self.saved and self.store.get(key) is not None:
             return False
         import llama_cpp
 

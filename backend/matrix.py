@@ -3,8 +3,9 @@
 Per document and per field:
 
 1. **Every shard is read.** A document is cut into window-sized shards of its own passages, in reading
-   order (:func:`plan_shards`); a shard depends on that document alone, so adding a document adds shards
-   and moves none. Each shard is asked each field with a short extraction prompt (:data:`EXTRACT`):
+   order (``backend.shards.document_shards``, the same cut the sweep makes of a long document, with the same
+   ids local to the shard, so the two share each shard's KV state); a shard depends on that document alone,
+   so adding a document adds shards and moves none. Each shard is asked each field with a short extraction prompt (:data:`EXTRACT`):
    an answer, the verbatim quote it rests on, and the passage id. The field's question comes last, so the
    runtime's prefix cache keeps the shard for the next field (the shards of a document are read in turn,
    every field of a shard before the next shard).
@@ -29,12 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from backend import citations
-from backend.base import GenerateOptions, Part, Prompt, Runtime, Usage
+from backend import citations, shards
+from backend.base import GenerateOptions, Prompt, Runtime, Usage
 from backend.clauses import CUAD_CATEGORIES, category
-from backend.context import SYSTEM_PROMPT, TokenCounter, fitting, ref_id, render_segment
+from backend.context import TokenCounter, fitting, ref_id
 from backend.repetition import generate_guarded, kept_text
-from backend.sweep import Status, make_shards
+from backend.shards import Shard
+from backend.sweep import Status
 from core.document import Locator
 from core.errors import QuireError
 from core.records import MatrixCellRecord, SegmentRecord
@@ -126,51 +128,13 @@ class Stopped:
     message: str = "Stopped"
 
 
-def shard_budget(runtime: Runtime, options: GenerateOptions) -> int:
-    """Tokens of passages one extraction prompt may hold: the window less the answer, the instructions and the
-    longest CUAD question (so every field fits the same shards)."""
-    longest = max((Field(c.name, c.description).prompt_text() for c in CUAD_CATEGORIES), key=len)
-    fixed = runtime.count_prompt(Prompt(SYSTEM_PROMPT, [Part("text", "<documents>\n"),
-                                                        Part("text", _question_part(longest))]))
-    return int((runtime.context_window - options.max_tokens - fixed) * 0.95)
-
-
-def plan_shards(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
-                options: GenerateOptions) -> list[list[int]]:
-    """One document's text passages as consecutive shards that each fit the window with the extraction
-    prompt and its answer (indexes into ``segments``; see :func:`fitted` for passages over a shard)."""
-    return make_shards(segments, counter, shard_budget(runtime, options))
-
-
-def fitted(segments: Sequence[SegmentRecord], runtime: Runtime, counter: TokenCounter,
-           options: GenerateOptions) -> list[SegmentRecord]:
-    """The passages, each one longer than a shard cut into consecutive pieces that fit (same id and place, part
-    of the text: a quote found in a piece is in the passage)."""
-    budget = shard_budget(runtime, options)
-    out: list[SegmentRecord] = []
-    todo = list(reversed(segments))
-    while todo:
-        seg = todo.pop()
-        words = seg.text.split(" ")
-        if counter(ref_id(len(out)), seg) <= budget or len(words) < 2:
-            out.append(seg)
-            continue
-        half = len(words) // 2  # halves until each fits: tokens per word vary too much to cut by proportion
-        todo += [dataclasses.replace(seg, text=" ".join(words[half:])), dataclasses.replace(seg, text=" ".join(words[:half]))]
-    return out
-
-
 def _question_part(text: str) -> str:
     return f"</documents>\n\nQuestion: {text}\n{EXTRACT}\n"
 
 
-def extraction_prompt(segments: Sequence[SegmentRecord], shard: Sequence[int], fld: Field) -> tuple[Prompt, dict]:
-    """The prompt asking ``fld`` of one shard: the shard's passages (ids local to the document), then the field."""
-    refs = {ref_id(i): segments[i] for i in shard}
-    parts = [Part("text", "<documents>\n")]
-    parts += [Part("text", render_segment(r, s)) for r, s in refs.items()]
-    parts.append(Part("text", _question_part(fld.prompt_text())))
-    return Prompt(SYSTEM_PROMPT, parts), refs
+def extraction_prompt(shard: Shard, fld: Field) -> Prompt:
+    """The prompt asking ``fld`` of one shard: the shard's passages (ids local to the shard), then the field."""
+    return shard.prompt(_question_part(fld.prompt_text()))
 
 
 def candidates(text: str, refs: dict[str, SegmentRecord], fld: Field, pass_: int) -> list[Candidate]:
@@ -268,6 +232,7 @@ def run_document(
     *,
     counter: TokenCounter,
     options: GenerateOptions,
+    shard_tokens: int,
     rank: Callable[[Field], Sequence[int]] = lambda f: [],
     stopped: Callable[[], bool] = lambda: False,
     label: str = "",
@@ -278,30 +243,33 @@ def run_document(
     document (segment ids, best first) for the second pass; ``stopped`` is asked before each model call.
     """
     started = time.perf_counter()
-    text = fitted([s for s in segments if s.kind == "text" and s.text.strip()], runtime, counter, options)
-    shards = plan_shards(text, runtime, counter, options) if text else []
+    parts = shards.document_shards(segments, counter, shard_tokens)
+    text = [seg for part in parts for seg in part.passages]  # what is read: the readable passages, long ones in pieces
     found: dict[str, list[Candidate]] = {f.name: [] for f in fields}
     replies: dict[str, list[str]] = {f.name: [] for f in fields}  # kept in the cell's meta, for review
     options = dataclasses.replace(options, stop=options.stop or STOP)
     usages: list[Usage] = []
-    steps = len(shards) * len(fields)
+    steps = len(parts) * len(fields)
 
-    def ask(passages: list[int], fld: Field, pass_no: int) -> list[Candidate] | None:
-        """One model call: the field asked of these passages; its candidates, or None when it was stopped."""
-        prompt, refs = extraction_prompt(text, passages, fld)
-        reply, usage = _collect(generate_guarded(runtime, prompt, options))
-        if usage.finish_reason == "cancelled":
-            return None
-        usages.append(usage)
-        replies[fld.name].append(reply[:400])
-        return candidates(reply, refs, fld, pass_no)
+    def ask(shard: Shard, fld: Field, pass_no: int) -> list[Candidate] | None:
+        """Model calls: the field asked of this shard (in halves if the field does not fit); its candidates,
+        or None when it was stopped."""
+        got: list[Candidate] = []
+        for part, prompt in shards.fit(shard, lambda p: extraction_prompt(p, fld), runtime, options.max_tokens):
+            reply, usage = _collect(generate_guarded(runtime, prompt, options))
+            if usage.finish_reason == "cancelled":
+                return None
+            usages.append(usage)
+            replies[fld.name].append(reply[:400])
+            got += candidates(reply, part.refs(), fld, pass_no)
+        return got
 
-    for k, shard in enumerate(shards):
+    for k, shard in enumerate(parts):
         for j, fld in enumerate(fields):
             if stopped():
                 yield Stopped()
                 return
-            yield Status(f"{label}part {k + 1} of {len(shards)}: {fld.name}", k * len(fields) + j, steps)
+            yield Status(f"{label}part {k + 1} of {len(parts)}: {fld.name}", k * len(fields) + j, steps)
             got = ask(shard, fld, 1)
             if got is None:
                 yield Stopped()
@@ -319,7 +287,7 @@ def run_document(
                 yield Stopped()
                 return
             yield Status(f"{label}second pass: {fld.name}", steps, steps)
-            chosen = _ranked_shard(text, rank(fld), runtime, counter, options)
+            chosen = _ranked_shard(text, rank(fld), counter, shard_tokens)
             if chosen:
                 got = ask(chosen, fld, 2)
                 if got is None:
@@ -329,23 +297,23 @@ def run_document(
                 if second is not None and (best is None or second.status == "verified"
                                            or (second.status == "quoted" and best.status == "unverified")):
                     best = second
-        cell = _cell(fld, best, found[fld.name], read_tokens, total_tokens, len(shards), second is not None,
+        cell = _cell(fld, best, found[fld.name], read_tokens, total_tokens, len(parts), second is not None,
                      usages, time.perf_counter() - started, runtime)
         cell.meta["replies"] = replies[fld.name][:8]
         yield cell
 
 
-def _ranked_shard(text: Sequence[SegmentRecord], ranked_ids: Sequence[int], runtime: Runtime, counter: TokenCounter,
-                  options: GenerateOptions) -> list[int]:
-    """The document's passages ranked for the field, best first, as many as one shard holds; reading order."""
-    position = {s.id: i for i, s in enumerate(text)}
-    order = [position[sid] for sid in ranked_ids if sid in position]
+def _ranked_shard(text: Sequence[SegmentRecord], ranked_ids: Sequence[int], counter: TokenCounter,
+                  limit: int) -> Shard | None:
+    """The document's passages ranked for the field, best first, as many as one shard holds; in reading order."""
+    position: dict[int, list[int]] = {}
+    for i, seg in enumerate(text):
+        position.setdefault(seg.id, []).append(i)  # a long passage's pieces all count
+    order = [i for sid in ranked_ids for i in position.get(sid, [])]
     if not order:
-        return []
-    shards = plan_shards(text, runtime, counter, options)  # the same budget as a shard
-    budget = max(sum(counter(ref_id(i), text[i]) for i in s) for s in shards) if shards else 0
-    n = fitting((counter(ref_id(i), text[i]) for i in order), int(budget * SECOND_PASS_SHARE))
-    return sorted(order[: max(n, 1)])
+        return None
+    n = fitting((counter(ref_id(k), text[i]) for k, i in enumerate(order)), int(limit * SECOND_PASS_SHARE))
+    return Shard(tuple(text[i] for i in sorted(order[: max(n, 1)])))
 
 
 def _cell(fld: Field, best: Candidate | None, all_found: list[Candidate], read_tokens: int, total_tokens: int,

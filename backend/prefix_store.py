@@ -51,8 +51,13 @@ class PrefixStore:
             h.update(b"\0")
         return h.hexdigest()[:40]
 
+    @staticmethod
+    def file(root: Path, key: str) -> Path:
+        """Where the state of ``key`` lives under ``root`` (whether or not it is there)."""
+        return Path(root) / f"{key}.llstate"
+
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.llstate"
+        return self.file(self.root, key)
 
     def get(self, key: str) -> Path | None:
         path = self.path(key)

@@ -82,6 +82,8 @@ def server_args(settings: Settings, preset: presets.Preset | None = None) -> dic
         args["mem_fraction_static"] = settings.mem_fraction_static
     if settings.enable_hierarchical_cache:
         args["enable_hierarchical_cache"] = True
+        if settings.hicache_storage_backend:  # ServerArgs.hicache_storage_backend (sglang 0.5.x)
+            args["hicache_storage_backend"] = settings.hicache_storage_backend
     if preset:
         args.update({k: v for k, v in preset.server_args.items() if k not in args})
     return args

@@ -2,21 +2,25 @@
 
 For questions that need every document ("list every termination clause in
 these 40 contracts") when the corpus is larger than the window: the question
-runs over window-sized shards of the corpus in document order (map), each
+runs over the session's shards (``backend.shards``: window-sized, in document
+order, with boundaries that stay put and ids local to the shard, so each
+shard's state is computed once and loaded for every later question), each
 shard's findings are kept with their citation ids and checked against the
-shard, then one reduce pass answers from the findings alone. Citation ids are
-the corpus-wide ids, so the final answer's citations resolve like any other.
+shard, then one reduce pass answers from the findings alone. The findings'
+ids are renamed to the session-wide ones, so the final answer's citations
+resolve like any other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from backend import citations
+from backend import citations, shards
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
-from backend.context import SYSTEM_PROMPT, AssembledContext, TokenCounter, fitting, neutralise, ref_id, render_segment
+from backend.context import AssembledContext, TokenCounter, fitting, neutralise, ref_id
 from backend.repetition import generate_guarded, kept_text
 from core.records import SegmentRecord
 
@@ -56,30 +60,13 @@ class SweepResult:
     shard_usages: list[Usage] = field(default_factory=list)
 
 
-def make_shards(segments: Sequence[SegmentRecord], counter: TokenCounter, budget: int) -> list[list[int]]:
-    """Consecutive runs of segment indexes, each within ``budget`` tokens (an oversized segment stands alone)."""
-    shards: list[list[int]] = [[]]
-    used = 0
-    for i, seg in enumerate(segments):
-        cost = counter(ref_id(i), seg)
-        if shards[-1] and used + cost > budget:
-            shards.append([])
-            used = 0
-        shards[-1].append(i)
-        used += cost
-    return [s for s in shards if s]
-
-
 def _fixed_cost(runtime: Runtime, question: str, system: str, tail: str) -> int:
     return runtime.count_tokens(system) + runtime.count_tokens(f"<documents>\n</documents>\n\nQuestion: {question}\n{tail}") + runtime.template_overhead()
 
 
-def map_prompt(segments: Sequence[SegmentRecord], shard: list[int], question: str) -> tuple[Prompt, dict[str, SegmentRecord]]:
-    refs = {ref_id(i): segments[i] for i in shard}
-    parts = [Part("text", "<documents>\n")]
-    parts += [Part("text", render_segment(r, s)) for r, s in refs.items()]
-    parts.append(Part("text", f"</documents>\n\nQuestion: {question.strip()}\n{MAP_INSTRUCTIONS}\n"))
-    return Prompt(SYSTEM_PROMPT, parts), refs
+def map_part(question: str) -> str:
+    """What follows a shard in a map prompt: the end of the data, the question and what to write."""
+    return f"</documents>\n\nQuestion: {question.strip()}\n{MAP_INSTRUCTIONS}\n"
 
 
 def findings_from(answer: str, refs: dict[str, SegmentRecord], question: str = "") -> list[str]:
@@ -122,26 +109,31 @@ def run_sweep(
     *,
     counter: TokenCounter,
     options: GenerateOptions,
+    map_tokens: int,
+    shard_tokens: int,
 ) -> Iterator[Delta | Status | SweepResult]:
-    map_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, SYSTEM_PROMPT, MAP_INSTRUCTIONS)
-    shards = make_shards(segments, counter, int(map_budget * 0.97))
+    """Map over the session's shards (``backend.shards``, ``shard_tokens`` of passages each, findings of at most
+    ``map_tokens`` each), then reduce; the final answer's ids are the session-wide ones of ``segments``."""
+    ids = {s.id: ref_id(i) for i, s in enumerate(segments)}  # session-wide: what the answer's citations resolve to
+    map_options = dataclasses.replace(options, max_tokens=min(map_tokens, options.max_tokens))
+    queue = shards.plan(segments, counter, shard_tokens)
     findings: list[str] = []
     usages: list[Usage] = []
-    queue = list(shards)
     n = 0
     while queue:
         shard = queue.pop(0)
-        prompt, refs = map_prompt(segments, shard, question)
-        if len(shard) > 1 and runtime.count_prompt(prompt) + options.max_tokens > runtime.context_window:
-            half = len(shard) // 2  # passages merged into more tokens than counted: split this part
-            queue[:0] = [shard[:half], shard[half:]]
-            continue
+        split = list(shards.fit(shard, lambda part: part.prompt(map_part(question)), runtime, map_options.max_tokens))
+        queue[:0] = [part for part, _ in split[1:]]  # a question too long for the shard: its halves, in turn
+        part, prompt = split[0]
         n += 1
         yield Status(f"Reading part {n} of {n + len(queue)}", n - 1, n + len(queue))
-        text, usage = _collect(generate_guarded(runtime, prompt, options))
+        text, usage = _collect(generate_guarded(runtime, prompt, map_options))
         usages.append(usage)
+        refs = part.refs()
         found = findings_from(text, refs, question)
-        findings = dedupe(findings + found)
+        local = {ref: ids.get(seg.id, ref) for ref, seg in refs.items()}
+        findings = dedupe(findings + [citations.relabel(line, local) for line in found])
+    map_budget = shard_tokens
     yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backend.base import GenerateOptions  # noqa: E402
 from backend.context import TokenCounter  # noqa: E402
 from backend.llamacpp import LlamaCppRuntime  # noqa: E402
-from backend.sweep import make_shards, map_prompt  # noqa: E402
+from backend import shards as sharding  # noqa: E402
+from backend.sweep import map_part  # noqa: E402
 from quire.api import Quire  # noqa: E402
 from core.document import Locator, ParsedDocument, Segment  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -161,10 +162,10 @@ def main() -> None:
         print(f"focus_s={focus_s:.1f}")
         segments = q.segments("big")
         counter = TokenCounter(rt)
-        shards = make_shards(segments, counter, int((args.sweep_window - args.answer_tokens - 300) * 0.97))
+        shards = sharding.plan(segments, counter, sharding.budget(rt, args.answer_tokens))
         t = time.perf_counter()
         for shard in shards:
-            prompt, _ = map_prompt(segments, shard, question)
+            prompt = shard.prompt(map_part(question))
             for _ in rt.generate(prompt, GenerateOptions(max_tokens=args.answer_tokens)):
                 pass
         print(f"shards={len(shards)}")

@@ -92,6 +92,18 @@ class Settings:
     matrix_answer_tokens: int = _opt(
         64, "Most tokens of one matrix extraction (a short answer, its quote and passage id), per shard and field."
     )
+    sweep_answer_tokens: int = _opt(
+        160, "Most tokens of one sweep part's findings (the final answer has --max-answer-tokens). The shards "
+        "the sweep and the matrix read leave room for the larger of this and --matrix-answer-tokens, so both "
+        "cut a session the same way and share each shard's KV state."
+    )
+    warm_shards: str = _opt(
+        "off",
+        "Prepare the session's shards after an upload, in the background at low priority (a question or matrix "
+        "run goes first and interrupts it), so the first sweep or matrix question loads their KV states instead "
+        "of reading: 'off', 'on', or 'ac' (only when the machine is not on battery, as far as it can be told).",
+        choices=("off", "on", "ac"),
+    )
     threads: int = _opt(0, "CPU threads for the embedded CPU runtime; 0 uses every core.")
     strategy: str = _opt(
         "auto",
@@ -119,7 +131,14 @@ class Settings:
         "seconds (it reports progress about once a second while it computes)."
     )
     prefix_cache_mb: int = _opt(
-        4096, "Disk the CPU runtime may use to keep corpus KV states between runs, in MiB; 0 turns it off."
+        4096, "Disk the CPU runtime may use to keep corpus and shard KV states between runs, in MiB (least "
+        "recently used go first); 0 turns it off. A state takes about 23 MiB per 1K tokens with SmolLM2 at f16."
+    )
+    kv_cache_type: str = _opt(
+        "f16",
+        "Type of the CPU runtime's KV cache, and so of the states kept on disk: 'f16', or 'q8_0' (about half the "
+        "memory and disk; llama.cpp needs flash attention for it, which is turned on with it).",
+        choices=("f16", "q8_0"),
     )
     workers: int = _opt(
         0, "Processes that read files in parallel during ingestion; 0 uses every core; 1 reads in the app's own process."
@@ -157,6 +176,10 @@ class Settings:
     preset: str = _opt("", "Serving preset: llama4-scout, qwen2.5-vl-7b, qwen3-vl-8b; empty picks one from the model name.")
     mem_fraction_static: float = _opt(0.0, "SGLang's static GPU memory share (weights + KV cache); 0 keeps SGLang's default.")
     enable_hierarchical_cache: bool = _opt(False, "SGLang: let the prefix cache spill to host memory.")
+    hicache_storage_backend: str = _opt(
+        "", "SGLang with --enable-hierarchical-cache: a third cache tier below host memory, e.g. 'file' (pages on "
+        "disk under $SGLANG_HICACHE_FILE_BACKEND_STORAGE_DIR), so shard prefixes outlive host memory and restarts."
+    )
     multimodal: bool = _opt(False, "Send page images to a remote model even when its name matches no known vision model.")
     chat_template: str = _opt("", "SGLang chat template name (e.g. llama-4); empty lets SGLang choose.")
     log_level: str = _opt("warning", "Log level: debug, info, warning, error.")

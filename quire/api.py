@@ -25,8 +25,10 @@ the stream events below, never a database handle.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import io
+import logging
 import threading
 import time
 from collections import deque
@@ -37,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from PIL import Image
 
-from backend import citations
+from backend import citations, shards
 from backend.base import Delta, GenerateOptions, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, assemble
 from backend.evidence import top_passages
@@ -72,7 +74,8 @@ from storage.db import Database
 
 LOCAL_USER = repo.LOCAL_USER  # the user of single-user mode
 __all__ = ["LOCAL_USER", "Answer", "Budget", "CUAD_CATEGORIES", "CellDone", "Delta", "Field", "IngestResult", "MatrixRun",
-           "Progress", "Quire", "STRATEGIES", "Status", "Waiting", "parse_fields", "runtime_choices"]
+           "Progress", "Quire", "STRATEGIES", "Status", "Waiting", "Warming", "parse_fields", "runtime_choices"]
+log = logging.getLogger(__name__)
 
 SessionRef = str | SessionRecord  # a session's name, or its record from Quire.session()
 READ, EDIT, OWN = "read", "edit", "own"  # what a call needs of the session
@@ -109,6 +112,11 @@ class AskQueue:
                 self._since = time.monotonic()
             return self._tickets
 
+    def idle(self) -> bool:
+        """Whether no question holds the model or waits for it."""
+        with self._cond:
+            return not self._line
+
     def place(self, ticket: int) -> int:
         """Questions ahead of this one (0: it holds the model)."""
         with self._cond:
@@ -143,6 +151,113 @@ class AskQueue:
                 self._durations.append(now - self._since)
                 self._since = now
             self._cond.notify_all()
+
+
+@dataclass
+class Warming:
+    """Where preparing a session's shards stands: ``done`` of ``total`` shards have their state kept.
+
+    ``state``: queued, warming, paused (a question has the model), done, stopped, off, or failed."""
+
+    session_id: int
+    state: str
+    done: int = 0
+    total: int = 0
+    computed: int = 0  # shards prepared by this run (the others were kept already)
+    seconds: float = 0.0
+    message: str = ""
+
+
+FINISHED = ("done", "stopped", "off", "failed")
+
+
+class ShardWarmer:
+    """Prepares sessions' shard states in one background thread, one shard at a time, only while no question
+    holds or waits for the model; a question that joins the line interrupts the shard being prepared (it is
+    prepared again later). See :meth:`Quire.warm`."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[int, Callable[[Callable[[], bool]], Warming]]] = deque()
+        self.status: dict[int, Warming] = {}
+        self._thread: threading.Thread | None = None
+        self._active = False  # a shard is being prepared now
+        self._closed = False
+        self._runtime: Runtime | None = None
+
+    def request(self, session_id: int, job: Callable[[Callable[[], bool]], Warming]) -> Warming:
+        with self._cond:
+            if all(sid != session_id for sid, _ in self._queue):
+                self._queue.append((session_id, job))
+                self.status[session_id] = Warming(session_id, "queued")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="quire-warm", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+            return self.status[session_id]
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                session_id, job = self._queue.popleft()
+            try:
+                self.update(job(lambda: self._closed))
+            except Exception as exc:  # noqa: BLE001 - a failed warm is reported, and questions go on
+                log.warning("warming session %s failed: %s", session_id, exc)
+                self.update(Warming(session_id, "failed", message=str(exc)))
+
+    def update(self, status: Warming) -> None:
+        with self._cond:
+            self.status[status.session_id] = dataclasses.replace(status)
+            self._cond.notify_all()
+
+    def wait(self, session_id: int, progress: Callable[[Warming], None]) -> Warming:
+        """Until the session's warming has ended, telling ``progress`` of each step."""
+        seen = None
+        with self._cond:
+            while True:
+                status = self.status[session_id]
+                if status != seen:
+                    seen = status
+                    progress(status)
+                queued = any(sid == session_id for sid, _ in self._queue)
+                if status.state in FINISHED and not queued:
+                    return status
+                self._cond.wait(0.5)
+
+    def turn(self, idle: Callable[[], bool], runtime: Runtime) -> bool:
+        """Wait until no question wants the model, then hold it for one shard; False when closing."""
+        with self._cond:
+            while not self._closed and not idle():
+                self._cond.wait(0.25)
+            if self._closed:
+                return False
+            self._active, self._runtime = True, runtime
+            return True
+
+    def done_turn(self) -> None:
+        with self._cond:
+            self._active = False
+            self._cond.notify_all()
+
+    def interrupt(self) -> None:
+        """A question joined the line: stop the shard being prepared, and return once it has let go of the model."""
+        deadline = time.monotonic() + 5.0
+        with self._cond:
+            while self._active and time.monotonic() < deadline:
+                if self._runtime is not None:
+                    self._runtime.cancel()  # a no-op until the prefill has started: so again, until it lets go
+                self._cond.wait(0.02)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.interrupt()
 
 
 @dataclass
@@ -195,6 +310,7 @@ class _Shared:
         self.db: Database | None = None
         self.runtime = runtime
         self.answering: str | None = None  # the asker whose question holds the model now
+        self.warmer = ShardWarmer()  # prepares shard states in the background while nobody asks
         self.views: dict[int, "Quire"] = {}  # user id -> that user's view
 
 
@@ -233,6 +349,7 @@ class Quire:
 
     def close(self) -> None:
         """Stop the runtime and the extraction workers, close the database. Safe to call twice."""
+        self._shared.warmer.close()
         with self._lock:
             if self._shared.runtime is not None:
                 self._shared.runtime.shutdown()
@@ -402,8 +519,11 @@ class Quire:
         names: dict[str, str] | None = None,
     ) -> list[IngestResult]:
         info = self.session(session, need=EDIT)
-        return self._ingestor().ingest(info.id, paths, passwords=passwords, progress=progress, cancelled=cancelled,
-                                       names=names)
+        results = self._ingestor().ingest(info.id, paths, passwords=passwords, progress=progress,
+                                          cancelled=cancelled, names=names)
+        if self.settings.warm_shards != "off" and any(r.ok for r in results):
+            self.warm(info)
+        return results
 
     def warm_ingest(self) -> None:
         """Start the extraction workers now (their imports take about a second), so the first
@@ -564,6 +684,7 @@ class Quire:
         info = self.session(session, create=False)
         ticket = self._asking.join()
         try:
+            self._shared.warmer.interrupt()  # a shard being prepared in the background gives way
             while place := self._asking.place(ticket):
                 yield _waiting(place, self._asking.expected_wait(ticket))
                 self._asking.wait(ticket, WAIT_REPORT_S)
@@ -589,7 +710,9 @@ class Quire:
         parts: list[str] = []
         usage = Usage()
         if use_sweep:
-            with closing(run_sweep(segments, question, rt, counter=self._counter(rt), options=options)) as events:
+            with closing(run_sweep(segments, question, rt, counter=self._counter(rt), options=options,
+                                   map_tokens=self.settings.sweep_answer_tokens,
+                                   shard_tokens=self._shard_tokens(rt))) as events:
                 for event in events:
                     if isinstance(event, SweepResult):
                         ctx, usage = event.context, event.usage
@@ -686,6 +809,7 @@ class Quire:
         ticket = self._asking.join()
         stopped = False
         try:
+            self._shared.warmer.interrupt()
             while place := self._asking.place(ticket):
                 yield _waiting(place, self._asking.expected_wait(ticket))
                 self._asking.wait(ticket, WAIT_REPORT_S)
@@ -704,6 +828,7 @@ class Quire:
                     own = [s for s in segments if s.document_id == doc.id]
                     label = f"Document {n} of {len(todo)} ({doc.name}): "
                     with closing(run_document(own, pending, rt, counter=counter, options=options,
+                                              shard_tokens=self._shard_tokens(rt),
                                               rank=self._field_ranking(info), stopped=self._stop.is_set,
                                               label=label)) as events:
                         for event in events:
@@ -729,6 +854,81 @@ class Quire:
     def _field_ranking(self, info: SessionRecord) -> Callable[[Field], list[int]]:
         """A field's passages of the session ranked by full-text relevance (the second pass keeps its document's)."""
         return lambda f: [sid for sid, _ in self.search(info, expand(f"{f.name} {f.question}"), limit=500)]
+
+    # -- shard states --------------------------------------------------------------------------------
+    def _shard_tokens(self, rt: Runtime) -> int:
+        """Passage tokens one shard holds: the sweep and the matrix cut alike (see ``backend.shards``)."""
+        return shards.budget(rt, max(self.settings.sweep_answer_tokens, self.settings.matrix_answer_tokens))
+
+    def shard_prompts(self, session: SessionRef) -> list:
+        """The prefixes of every shard a sweep or the matrix reads in this session: the sweep's shards in
+        document order, then the matrix's own shard of each short document the sweep packs with others."""
+        info = self.session(session, create=False)
+        rt = self.runtime()
+        counter, limit = self._counter(rt), self._shard_tokens(rt)
+        segments = self.segments(info)
+        plan = shards.plan(segments, counter, limit)
+        prompts = [s.prefix() for s in plan]
+        for shard in plan:
+            if len(shard.document_ids) > 1:
+                for doc_id in shard.document_ids:
+                    own = [s for s in segments if s.document_id == doc_id]
+                    prompts += [p.prefix() for p in shards.document_shards(own, counter, limit)]
+        return prompts
+
+    def warm(self, session: SessionRef, *, wait: bool = False, force: bool = False,
+             progress: Callable[[Warming], None] = lambda w: None) -> Warming:
+        """Prepare the session's shard states ahead of the first sweep or matrix question.
+
+        In the background by default (what an upload starts with ``--warm-shards``): one shard at a time, only
+        while no question holds or waits for the model, and a question that comes interrupts it. ``wait``
+        waits for it and returns when every shard is kept (``app.py warm``). With ``--warm-shards ac`` nothing is
+        prepared on battery, unless ``force`` (the user asked for it)."""
+        info = self.session(session, create=False)
+        if self.settings.warm_shards == "ac" and not force and on_battery():
+            status = Warming(info.id, "off", message="On battery: shards are prepared on mains power only.")
+            self._shared.warmer.update(status)
+            return status
+        status = self._shared.warmer.request(info.id, functools.partial(self._warm_job, info))
+        return self._shared.warmer.wait(info.id, progress) if wait else status
+
+    def warm_status(self, session: SessionRef) -> Warming | None:
+        """How preparing the session's shards goes, if it was started in this process."""
+        return self._shared.warmer.status.get(self.session(session, create=False).id)
+
+    def _warm_job(self, info: SessionRecord, closing_: Callable[[], bool]) -> Warming:
+        started = time.perf_counter()
+        rt = self.runtime()
+        prompts = self.shard_prompts(info)
+        warmer = self._shared.warmer
+        status = Warming(info.id, "warming", 0, len(prompts))
+        pending = []
+        for prompt in prompts:
+            if rt.has_prefix(prompt):
+                status.done += 1
+            else:
+                pending.append(prompt)
+        while pending:
+            warmer.update(status)
+            if closing_() or not warmer.turn(self._asking.idle, rt):
+                status.state = "stopped"
+                break
+            try:
+                usage = rt.prefill(pending[0])
+            finally:
+                warmer.done_turn()
+            if usage.finish_reason == "cancelled":  # a question came: it goes first, this shard later
+                status.state = "paused"
+                continue
+            status.state = "warming"
+            pending.pop(0)
+            status.done += 1
+            status.computed += 1
+        else:
+            status.state = "done"
+        status.seconds = round(time.perf_counter() - started, 3)
+        status.message = f"{status.done} of {status.total} shards prepared"
+        return status
 
     def matrix_cells(self, session: SessionRef, fields: Sequence[str] | None = None) -> list[MatrixCellRecord]:
         """The session's stored matrix cells (of ``fields`` only, by name, when given), in document order."""
@@ -817,6 +1017,23 @@ def _load(source: Path | io.BytesIO) -> Image.Image:
     with Image.open(source) as im:
         im.load()
         return im.copy()
+
+
+def on_battery() -> bool:
+    """Whether this machine runs on battery now, as far as Linux's power-supply class tells (False elsewhere)."""
+    root = Path("/sys/class/power_supply")
+    try:
+        supplies = list(root.iterdir())
+    except OSError:
+        return False
+    for supply in supplies:
+        try:
+            if (supply / "type").read_text().strip() == "Battery" and \
+                    (supply / "status").read_text().strip() == "Discharging":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _waiting(place: int, expected: float | None) -> Waiting:

@@ -1,4 +1,4 @@
-"""The command line: ``python app.py [serve|ingest|ask|matrix|export|sessions|users|tokens|share|mcp] ...``.
+"""The command line: ``python app.py [serve|ingest|ask|matrix|warm|export|sessions|users|tokens|share|mcp] ...``.
 
 Every Settings field is a flag on every subcommand; QuireError becomes a
 one-line message and exit status 2 here, and nowhere else.
@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="",
                    help="CUAD clause categories, comma-separated (e.g. 'Governing Law,Cap on Liability'), or 'all'.")
     p.add_argument("--rerun", action="store_true", help="Compute every cell again, even those already stored.")
+
+    p = sub.add_parser("warm", parents=[common],
+                       help="Prepare a session's shards now (their KV states), so the first sweep or matrix run loads them.")
+    p.add_argument("--session", required=True, help="Session name.")
 
     sub.add_parser("sessions", parents=[common], help="List sessions with their documents and token counts.")
     p = sub.add_parser("documents", parents=[common], help="List a session's documents with token counts against the window.")
@@ -162,7 +166,9 @@ def cmd_ingest(settings: Settings, args) -> int:
 
     with Quire(settings) as q:
         results = q.ingest(args.session, args.paths, passwords=_passwords(args.password), progress=progress)
-    print(file=sys.stderr)
+        print(file=sys.stderr)
+        if settings.warm_shards != "off" and any(r.ok for r in results):  # the process ends here: warm before
+            _report_warming(q.warm(args.session, wait=True, progress=_warming_progress))
     failed = 0
     for r in results:
         name = printable(r.name)
@@ -234,6 +240,23 @@ def cmd_matrix(settings: Settings, args) -> int:
                       f"{event.wall_s:.1f} s" + ("; stopped: run it again to resume" if event.stopped else ""),
                       file=sys.stderr)
     return 0
+
+
+def _warming_progress(w) -> None:
+    print(f"\r[{w.done}/{w.total} shards prepared] {w.state}\033[K", end="", file=sys.stderr, flush=True)
+
+
+def _report_warming(w) -> None:
+    print(file=sys.stderr)
+    print(f"warming {w.state}: {w.done} of {w.total} shards kept ({w.computed} prepared now) in {w.seconds:.1f} s"
+          + (f"; {printable(w.message)}" if w.state in ("off", "failed") else ""), file=sys.stderr)
+
+
+def cmd_warm(settings: Settings, args) -> int:
+    with Quire(settings) as q:
+        w = q.warm(args.session, wait=True, force=True, progress=_warming_progress)
+        _report_warming(w)
+    return 0 if w.state == "done" else 1
 
 
 def cmd_export(settings: Settings, args) -> int:
@@ -348,6 +371,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "export": cmd_export,
     "matrix": cmd_matrix,
+    "warm": cmd_warm,
     "sessions": cmd_sessions,
     "documents": cmd_documents,
     "users": cmd_users,
