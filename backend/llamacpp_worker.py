@@ -178,7 +178,10 @@ class Worker:
                 raise
             finish = "cancelled"
         total = time.perf_counter() - started
-        saved = False if finish == "cancelled" else self.persist(key, len(tokens), int(message.get("save_min", 256)))
+        # A cancel during the prefill leaves the prompt half computed: nothing to keep. One after the first answer
+        # token (Stop, or the loop guard cutting a repeating answer) leaves the prompt whole: its state is kept.
+        whole = finish != "cancelled" or completion > 0
+        saved = whole and self.persist(key, len(tokens), int(message.get("save_min", 256)))
         self.send({
             "type": "usage", "prompt_tokens": len(tokens), "completion_tokens": completion,
             "cached_tokens": max(0, min(cached, len(tokens) - 1)), "ttft_s": ttft or total, "total_s": total,

@@ -49,7 +49,7 @@ EXTRACT = (
 )
 STOP = ["\n\n"]  # one answer is one line or a few; a blank line ends it
 MIN_QUOTE_WORDS = 3  # a shorter "quote" ("the Company") is found anywhere and proves nothing
-SECOND_PASS_SHARE = 1.0  # of the shard budget the ranked passages of the second pass may fill
+SECOND_PASS_SHARE = 0.5  # of the shard budget the ranked passages of the second pass fill (the best few are what it is for; half the prefill)
 _LABEL = re.compile(r"^\s*[-*•]?\s*(answer|quote|passage|id)\s*[:\-]\s*", re.IGNORECASE)
 _QUOTE = re.compile(r"[\"“]([^\"“”\n]{6,800})[\"”]")
 

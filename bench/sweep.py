@@ -16,7 +16,8 @@ Matrix, on the first --contracts of them:
 - matrix_resume_s: the first fields again: every cell is kept, nothing is computed.
 Disk:
 - states / states_mb: the KV states on disk afterwards (bounded by --prefix-cache-mb);
-  state_kb_per_1k_tokens: the prepared states' bytes over the tokens they hold.
+  state_kb_per_1k_tokens: the prepared states' bytes over the tokens they hold (each shard with the
+  system text and passage tags it is sent with).
 
 The contracts are the shared corpus's CUAD PDFs, shortest text first.
 """
@@ -124,11 +125,12 @@ def main() -> None:
             print(f"warm_s={time.perf_counter() - started:.1f} ({w.done} of {w.total} shards)")
             prepared = state_files(warmed)
             size = sum(p.stat().st_size for p in prepared)
+            held = sum(len(q.runtime().prefix_tokens(p)) for p in q.shard_prompts("bench"))  # tokens the states hold
             [warm_first] = timed_sweeps(q, "bench", QUESTIONS[:1])
         print(f"sweep_warmed_first_s={warm_first:.1f}")
         print(f"sweep_warmed_ratio={warm_first / times[0]:.3f}")
-        print(f"state_kb_per_1k_tokens={size / 1024 / max(tokens / 1000, 1e-9):.0f} ({len(prepared)} prepared "
-              f"states, {size / 2**20:.1f} MiB, over the {tokens} corpus tokens)")
+        print(f"state_kb_per_1k_tokens={size / 1024 / max(held / 1000, 1e-9):.0f} ({len(prepared)} prepared "
+              f"states, {size / 2**20:.1f} MiB, holding {held} tokens: the shards with their prompt text)")
     if not args.skip_matrix:
         settings = base.replace(home=home / "matrix")
         with Quire(settings) as q:

@@ -69,6 +69,11 @@ def session_json(s: SessionRecord) -> dict[str, Any]:
             "path": s.qualified.replace("/", OWNER_MARK)}  # its name in URLs
 
 
+def warming_json(w) -> dict:
+    return {"state": w.state, "done": w.done, "total": w.total, "computed": w.computed, "seconds": w.seconds,
+            "message": w.message}
+
+
 def document_json(d: DocumentRecord) -> dict[str, Any]:
     return {"id": d.id, "name": d.name, "kind": d.kind, "pages": d.pages, "tokens": d.tokens,
             "segments": d.segments, "warnings": d.warnings}
@@ -194,6 +199,17 @@ def build(quire: Quire) -> FastAPI:
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers={"cache-control": "private, no-store"})
+
+    @api.post("/sessions/{name}/warm", status_code=202, summary="Prepare the session's shards in the background",
+              description="Computes each shard's KV state ahead of the first sweep or matrix question, one shard at "
+                          "a time while no question waits (a question interrupts it). Answers at once; poll GET.")
+    def warm(name: str, q: Quire = Depends(acting)) -> dict:
+        return warming_json(q.warm(session_ref(name), force=True))
+
+    @api.get("/sessions/{name}/warm", summary="How preparing the session's shards goes")
+    def warm_status(name: str, q: Quire = Depends(acting)) -> dict:
+        status = q.warm_status(session_ref(name))
+        return warming_json(status) if status else {"state": "not started", "done": 0, "total": 0}
 
     # -- questions -------------------------------------------------------------------------
     @api.post("/sessions/{name}/ask", summary="Ask: a stream of Server-Sent Events",

@@ -83,7 +83,7 @@ def test_user_b_is_refused_on_every_rest_route_of_user_as_session(team):
         for name in ("deals", "alice~deals", "nosuch"):  # ~: OWNER~NAME names another user's session in a URL
             for method, path in (("GET", ""), ("GET", "/documents"), ("GET", "/turns"), ("GET", "/export?format=md"),
                                  ("GET", f"/documents/{pdf}/pages/1"), ("DELETE", f"/documents/{pdf}"),
-                                 ("GET", "/shares"), ("DELETE", "")):
+                                 ("GET", "/shares"), ("GET", "/warm"), ("POST", "/warm"), ("DELETE", "")):
                 answer = bob.request(method, f"/api/v1/sessions/{name}{path}")
                 assert answer.status_code == 404, (method, name, path)  # not 403: it does not confirm it exists
                 assert set(answer.json()["error"]) >= {"message", "hint"}
@@ -94,6 +94,20 @@ def test_user_b_is_refused_on_every_rest_route_of_user_as_session(team):
         assert bob.patch("/api/v1/sessions/alice~deals", json={"name": "mine"}).status_code == 404
         assert [d["id"] for d in alice.get("/api/v1/sessions/deals/documents").json()["documents"]] == list(
             documents.values())  # all still there
+
+
+def test_a_session_is_warmed_in_the_background_on_request(team):
+    import time
+
+    url, _, tokens, _ = team
+    with _client(url, tokens["carol"]) as carol:  # a reader may prepare what she can read
+        started = carol.post("/api/v1/sessions/alice~deals/warm")
+        assert started.status_code == 202 and started.json()["state"] in ("queued", "warming", "done")
+        deadline = time.monotonic() + 240
+        while (status := carol.get("/api/v1/sessions/alice~deals/warm").json())["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert status["state"] == "done" and status["done"] == status["total"] >= 1, status
 
 
 def test_user_b_is_refused_by_the_openai_endpoint_and_the_ui(team):

@@ -132,3 +132,18 @@ def test_a_question_interrupts_warming_and_warming_finishes_after(wq, corpus):
     assert answer.turn.answer
     done = wq.warm("w", wait=True)  # the rest, or nothing if it had finished: either way every shard is kept
     assert done.state == "done" and done.done == done.total
+
+
+def test_a_q8_0_kv_cache_keeps_states_at_about_half_the_size(settings, corpus):
+    sizes = {}
+    for kind in ("f16", "q8_0"):
+        with Quire(settings.replace(home=settings.home / kind, context_window=1024, workers=1,
+                                    kv_cache_type=kind)) as q:
+            q.ingest("k", [corpus / "contracts" / "cuad" / "pdf" / SMALL[1]])
+            w = q.warm("k", wait=True)
+            assert w.state == "done" and w.computed >= 1
+            states = list((q.settings.cache_dir / "llama-states").glob("*.llstate"))
+            sizes[kind] = sum(p.stat().st_size for p in states)
+            answer = [e for e in q.ask("k", "Who are the parties?", strategy="sweep") if isinstance(e, Answer)][0]
+            assert answer.turn.answer.strip()  # the quantised cache still answers
+    assert 0.4 < sizes["q8_0"] / sizes["f16"] < 0.65, sizes
