@@ -153,6 +153,13 @@ def test_server_args_from_plain_settings(quire_home):
     }
 
 
+def test_shards_outlive_gpu_memory_with_the_hierarchical_cache_and_its_storage_tier(quire_home):
+    s = Settings(home=quire_home, model="/models/qwen", enable_hierarchical_cache=True, hicache_storage_backend="file")
+    args = server_args(s)
+    assert args["enable_hierarchical_cache"] is True and args["hicache_storage_backend"] == "file"
+    assert "hicache_storage_backend" not in server_args(Settings(home=quire_home, model="/m", hicache_storage_backend="file"))
+
+
 def test_server_args_from_the_llama4_preset(quire_home):
     s = Settings(home=quire_home, model="meta-llama/Llama-4-Scout-17B-16E-Instruct")
     preset = presets.resolve(s)

@@ -454,3 +454,22 @@ def test_progress_reporter_spreads_pages_over_the_batch():
     report(Progress("file", "b.txt", 1, 2))
     assert [round(v, 2) for v, _ in seen] == [0.0, 0.25, 0.5, 0.5]
     assert seen[1][1] == "a.pdf: page 5/10" and seen[3][1] == "Reading b.txt (2/2)"
+
+
+def test_the_documents_tab_prepares_the_shards_and_reports_until_ready(settings, corpus):
+    import time
+
+    from ui.documents import DocumentsTab
+
+    with Quire(settings.replace(context_window=1024, workers=1)) as q:
+        q.ingest("w", [corpus / "contracts" / "cuad" / "pdf" /
+                       "PRECIGEN,INC_01_22_2020-EX-99.1-JOINT FILING AGREEMENT.PDF"])
+        tab = DocumentsTab(q)
+        line, timer = tab.warm("w")
+        assert line.startswith("**Shards:") and timer.active
+        deadline = time.monotonic() + 180
+        while timer.active:
+            assert time.monotonic() < deadline, line
+            time.sleep(0.5)
+            line, timer = tab.warm_progress("w")
+    assert line.startswith("**Shards: ready**") and "of" in line, line

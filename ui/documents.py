@@ -102,6 +102,24 @@ class DocumentsTab(UserScoped):
         self._cancel.set()
         return "Stopping after the current file…"
 
+    # -- shard states -------------------------------------------------------------------
+    @user_errors
+    def warm(self, session: str):
+        """Start preparing the session's shards in the background; the timer then reports how it goes."""
+        if not session:
+            raise gr.Error("Pick or create a session first.")
+        status = self.q.warm(session, force=True)
+        return render.warming_line(status), gr.Timer(active=True)
+
+    def warm_progress(self, session: str | None):
+        """The warming line, polled while it runs; the timer stops when it has ended."""
+        try:
+            status = self.q.warm_status(session) if session else None
+        except QuireError:
+            status = None
+        running = status is not None and status.state in ("queued", "warming", "paused")
+        return render.warming_line(status), gr.Timer(active=running)
+
     @user_errors
     def remove(self, session: str, document_id: int | None):
         if not session or document_id in (None, "") or not str(document_id).isdigit():
@@ -137,6 +155,10 @@ class DocumentsTab(UserScoped):
             pick = gr.Dropdown(label="Document", choices=[], scale=4, allow_custom_value=True,
                                info="Pick one here or click its row in the table.")
             remove = gr.Button("Remove from session", variant="stop", scale=0, min_width=180)
+        with gr.Row(equal_height=True):
+            warm = gr.Button("Prepare for sweep and matrix", scale=0, min_width=240, elem_id="warm-shards")
+            warming = gr.Markdown(render.WARM_HINT, elem_id="warm-status", elem_classes=["quire-hint"])
+        ticker = gr.Timer(2.0, active=False)
 
         view = [table, gauge, pick]
         retry_outputs = [retry_row, retry_pick]
@@ -148,6 +170,8 @@ class DocumentsTab(UserScoped):
                               show_progress_on=[report])
         removed = remove.click(self.remove, [session, pick], view, api_name="remove_document")
         table.select(self.pick_row, session, pick, api_visibility="private")
+        warm.click(self.warm, session, [warming, ticker], api_name="warm_shards")
+        ticker.tick(self.warm_progress, session, [warming, ticker], api_visibility="private", show_progress="hidden")
         bar.on_switch(self.view, view, api_name="documents")
         bar.on_switch(lambda: ("", {}, *_retry_update({})), [report, failed, *retry_outputs], inputs=[])
         for event in (added, retried, removed):

@@ -198,3 +198,23 @@ def history(turns: Iterable) -> list[dict[str, str]]:
         messages.append(user_message(turn.question))
         messages.append({"role": "assistant", "content": answer_markdown(turn)})
     return messages
+
+
+WARM_HINT = ("Reads every shard once now, in the background, so the first sweep or matrix question loads what was "
+             "read instead of reading it (a question asked meanwhile goes first).")
+_WARM_STATES = {"queued": "waiting to start", "warming": "preparing", "paused": "paused while a question is answered",
+                "done": "ready", "stopped": "stopped", "off": "not prepared", "failed": "failed"}
+
+
+def warming_line(status) -> str:
+    """One line on preparing a session's shards (a ``quire.api.Warming``, or None before it started)."""
+    if status is None:
+        return WARM_HINT
+    line = f"**Shards: {_WARM_STATES.get(status.state, status.state)}**"
+    if status.total:
+        line += f" · {status.done} of {status.total} kept"
+    if status.state == "done" and status.computed:
+        line += f" · {status.computed} read in {status.seconds:.0f} s"
+    if status.state in ("off", "failed") and status.message:
+        line += f" · {md_escape(status.message)}"
+    return line
