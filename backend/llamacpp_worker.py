@@ -180,13 +180,23 @@ class Worker:
         total = time.perf_counter() - started
         # A cancel during the prefill leaves the prompt half computed: nothing to keep. One after the first answer
         # token (Stop, or the loop guard cutting a repeating answer) leaves the prompt whole: its state is kept.
-        whole = finish != "cancelled" or completion > 0
-        saved = whole and self.persist(key, len(tokens), int(message.get("save_min", 256)))
-        self.send({
+        save_min = int(message.get("save_min", 256))
+        usage = {
             "type": "usage", "prompt_tokens": len(tokens), "completion_tokens": completion,
             "cached_tokens": max(0, min(cached, len(tokens) - 1)), "ttft_s": ttft or total, "total_s": total,
-            "finish_reason": finish, "details": {"cache_source": source, "state_saved": saved},
-        })
+            "finish_reason": finish, "details": {"cache_source": source},
+        }
+        if finish == "cancelled":
+            # The app waits less than a second for a cancelled answer to settle, so it hears first; the state is
+            # saved after, when the prompt was whole (the cancel came after the first answer token: Stop, or the
+            # loop guard cutting a repeating answer). One cancelled in the prefill has nothing to keep.
+            usage["details"]["state_saved"] = False
+            self.send(usage)
+            if completion > 0:
+                self.persist(key, len(tokens), save_min)
+            return
+        usage["details"]["state_saved"] = self.persist(key, len(tokens), save_min)
+        self.send(usage)
 
     def prefill(self, message: dict[str, Any]) -> None:
         """Compute ``tokens`` (a shard, no question) and save their state, unless it is on disk already."""
