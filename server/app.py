@@ -1,5 +1,5 @@
 """The server: one ASGI app on one port for the web UI (Gradio, mounted at /), the REST API (/api/v1) and the
-OpenAI-compatible endpoint (/v1), behind the Host check and the :class:`server.auth.Gate`.
+OpenAI-compatible endpoint (/v1) and the document viewer (/viewer), behind the Host check and the :class:`server.auth.Gate`.
 
 Nothing runs at import; :func:`serve` builds it and runs it under uvicorn until interrupted.
 """
@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from core.settings import Settings
 from quire.api import Quire
-from server import openai_api, rest
+from server import openai_api, rest, viewer
 from server.auth import Gate, check_listening, loopback, send_body, send_json
 from ui.app import CSS, build_app, theme
 from ui.export import export_dir
@@ -146,6 +146,7 @@ def build(quire: Quire) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/api/v1", rest.build(quire))
     app.mount("/v1", openai_api.build(quire))
+    app.mount("/viewer", viewer.build(quire))
     blocks = build_app(quire).queue(default_concurrency_limit=4)
     app = gr.mount_gradio_app(
         app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS,
