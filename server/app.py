@@ -21,7 +21,7 @@ from core.settings import Settings
 from quire.api import Quire
 from server import openai_api, rest, viewer
 from server.auth import Gate, check_listening, loopback, send_body, send_json
-from ui.app import CSS, build_app, theme
+from ui.app import CSS, build_app, page_js, theme
 from ui.export import export_dir
 
 FILE_ROUTE = "/gradio_api/file="
@@ -149,7 +149,7 @@ def build(quire: Quire) -> FastAPI:
     app.mount("/viewer", viewer.build(quire))
     blocks = build_app(quire).queue(default_concurrency_limit=4)
     app = gr.mount_gradio_app(
-        app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS,
+        app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS, js=page_js(),
         footer_links=["api", "settings"], show_error=True, max_file_size=settings.max_file_mb << 20,
     )
     app.add_middleware(FileGuard, exports=exports, cache=Path(gradio.utils.get_upload_folder()))

@@ -115,3 +115,18 @@ def test_a_damaged_link_is_not_found(served):
     for query in ("session=pdfs&turn=999999", f"session=pdfs&turn={turns['pdfs'].id}&cite=50",
                   "session=pdfs&turn=abc", "session=nope&turn=1"):
         assert _get(client, tokens["alice"], "/viewer/?" + query).status_code == 404, query
+
+
+def test_a_question_limited_to_one_document_reads_only_it_and_says_so(settings):
+    from tests.test_accounts import seed
+
+    with Quire(settings, runtime=EchoRuntime(settings)) as q:
+        first = seed(q, "two", "Shipping note\n\n" + FACT + "\n", name="note.txt")
+        second = seed(q, "two", "Lease\n\nThe rent is 900 euros a month.\n", name="lease.txt")
+        everything = q.answer("two", "What is the rent?", strategy="full").turn
+        limited = q.answer("two", "What is the rent?", strategy="full", documents=[second]).turn
+        with pytest.raises(Exception, match="None of the chosen documents"):
+            q.answer("two", "What is the rent?", documents=[first + second + 100])
+    assert everything.meta["segments_total"] == 2 and "documents" not in everything.meta
+    assert limited.meta["segments_total"] == 1 and limited.meta["documents"] == ["lease.txt"]
+    assert {e["document"] for e in limited.evidence} <= {"lease.txt"}

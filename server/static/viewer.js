@@ -87,7 +87,7 @@ async function showPdf() {
   function current() {
     const top = box.getBoundingClientRect().top;
     let best = 1;
-    for (const p of pages) if (p.el.getBoundingClientRect().top - top <= box.clientHeight / 3) best = p.n;
+    for (const p of pages) if (p.el.getBoundingClientRect().top - top <= box.clientHeight / 2) best = p.n;
     return best;
   }
   function go(n) {
@@ -111,7 +111,7 @@ async function showPdf() {
   const first = layout();
   if (first) first.scrollIntoView({ block: "center" });
   else go(data.page || 1);
-  $("q-page").value = String(first ? data.page : current());
+  $("q-page").value = String(data.page || current());
   document.body.dataset.ready = "1";
 }
 
