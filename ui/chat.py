@@ -141,11 +141,11 @@ class ChatTab(UserScoped):
             raise gr.Error("Pick or create a session first.")
         paths = [str(f) for f in files or []]
         if not paths:
-            return gr.skip(), gr.skip(), gr.skip(), None
+            return gr.skip(), None
         progress(0, desc="Starting…")
         results = self.q.ingest(session, paths, names={p: Path(p).name for p in paths},
                                 progress=progress_reporter(progress, len(paths)))
-        return render.ingest_report(results), *self.documents_panel(session), None
+        return render.ingest_report(results), None
 
     def pick_turn(self, session: str | None, evt: gr.SelectData):
         """Clicking a message shows the citations of that question's answer."""
@@ -224,11 +224,11 @@ class ChatTab(UserScoped):
         stop.click(self.stop, None, None, api_visibility="private", queue=False)
         for event in asked:
             event.then(bar.select, session, bar.summary, api_visibility="private")
-        drop.upload(self.add_files, [session, drop], [dropped, documents, only, drop], api_name="add_files",
-                    concurrency_limit=1, show_progress_on=[dropped]).then(
-            bar.select, session, bar.summary, api_visibility="private")
+        bar.documents_changed(drop.upload(self.add_files, [session, drop], [dropped, drop], api_name="add_files",
+                                          concurrency_limit=1, show_progress_on=[dropped]))
         bar.on_switch(self.load, [chatbot, *turn_view, frame, strategy], api_name="history")
         bar.on_switch(self.documents_panel, [documents, only])
+        bar.on_documents(self.documents_panel, [documents, only])
         chatbot.select(self.pick_turn, session, turn_view, api_visibility="private")
         table.select(self.pick_citation_row, None, pick, api_visibility="private")
         pick.change(self.open_citation, [where, pick], frame, api_visibility="private")

@@ -10,7 +10,7 @@ from contextlib import closing
 
 import gradio as gr
 
-from core.errors import printable
+from core.errors import QuireError, printable
 from core.records import MatrixCellRecord
 from quire.api import CUAD_CATEGORIES, CellDone, MatrixRun, Quire, Status, parse_fields
 from ui import render, viewer
@@ -62,7 +62,16 @@ class MatrixTab(UserScoped):
         return self._outputs(cells, f"{len(cells)} cells stored for this session." if cells else "No cells yet.")
 
     @user_errors
-    def run(self, session: str, fields: str, categories: list[str], request: gr.Request | None = None):
+    def document_choices(self, session: str | None):
+        try:
+            docs = self.q.documents(session) if session else []
+        except QuireError:  # deleted or renamed meanwhile
+            docs = []
+        return gr.update(choices=[(printable(d.name), d.id) for d in docs], value=[])
+
+    @user_errors
+    def run(self, session: str, fields: str, categories: list[str], documents: list[int] | None = None,
+            request: gr.Request | None = None):
         """Fill the matrix; the table grows as each document's row is done. Stop keeps what is done."""
         if not session:
             raise gr.Error("Pick or create a session first.")
@@ -70,7 +79,8 @@ class MatrixTab(UserScoped):
         names = [f.name for f in wanted]
         cells: dict[tuple[int, str], MatrixCellRecord] = {}
         asker = request.session_hash if request is not None else None
-        with closing(self.q.matrix(session, wanted, asker=asker)) as events:
+        chosen = [int(d) for d in documents or []] or None
+        with closing(self.q.matrix(session, wanted, documents=chosen, asker=asker)) as events:
             for event in events:
                 if isinstance(event, CellDone):
                     cells[(event.cell.document_id, event.cell.field_name)] = event.cell
@@ -125,8 +135,10 @@ class MatrixTab(UserScoped):
             categories = gr.Dropdown(choices=[c.name for c in CUAD_CATEGORIES], multiselect=True, scale=2,
                                      label="Or pick CUAD clause categories",
                                      info="Each asks its description (CUAD v1, CC-BY-4.0)")
+            documents = gr.CheckboxGroup(label="Documents", choices=[], scale=2, elem_id="matrix-documents",
+                                         info="None ticked: every document of the session.")
             with gr.Column(scale=0, min_width=110):
-                run = gr.Button("Run", variant="primary")
+                run = gr.Button("Run", variant="primary", elem_id="matrix-run")
                 stop = gr.Button("Stop", elem_id="matrix-stop")
         progress = gr.Markdown(elem_id="matrix-progress")
         table = gr.Dataframe(headers=["Document"], label="Matrix", interactive=False, wrap=True, elem_id="matrix")
@@ -144,10 +156,12 @@ class MatrixTab(UserScoped):
                 frame = gr.HTML(viewer.placeholder(EMPTY_VIEWER), elem_id="matrix-viewer", label="Document viewer")
 
         outputs = [progress, table, cells]
-        running = run.click(self.run, [session, fields, categories], outputs, api_name="matrix",
+        running = run.click(self.run, [session, fields, categories, documents], outputs, api_name="matrix",
                             concurrency_id="model")
         stop.click(self.stop, None, None, cancels=[running], api_visibility="private")
         bar.on_switch(self.load, outputs)
+        bar.on_switch(self.document_choices, documents)
+        bar.on_documents(self.document_choices, documents)
         cells.select(self.pick_row, None, pick, api_visibility="private")
         pick.change(self.open_cell, [session, pick], [title, frame, mark, edit], api_visibility="private")
         save.click(self.save_mark, [session, pick, mark, edit], outputs, api_visibility="private")
