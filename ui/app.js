@@ -1,7 +1,7 @@
 () => {
   // Quire's few browser behaviours (passed to Gradio as the page's js; no handler is inline in any markup):
   // a citation marker in an answer opens in the viewer beside the chat instead of leaving the page,
-  // and Esc stops the answer (or the matrix run) as the Stop button does.
+  // Enter asks, and Esc stops the answer (or the matrix run) as the Stop button does.
   const FRAME = "chat-viewer-frame";
   document.addEventListener("click", (event) => {
     const link = event.target.closest && event.target.closest("a[href]");
@@ -25,6 +25,14 @@
     frame.src = url.pathname + url.search;
     const shown = holder.getBoundingClientRect();
     if (shown.bottom < 0 || shown.top > window.innerHeight) holder.scrollIntoView({ block: "start" });  // stacked
+  }, true);
+  // Enter in the question box asks through the Ask button (one event chain for both; Shift+Enter: a new line).
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    if (!event.target.closest || !event.target.closest("#question")) return;
+    event.preventDefault();
+    event.stopPropagation();
+    document.getElementById("quire-ask")?.click();
   }, true);
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.defaultPrevented) return;

@@ -212,13 +212,13 @@ class ChatTab(UserScoped):
         turn_view = [table, citations, where, turn_info, pick]
         outputs = [chatbot, question, *turn_view]
         inputs = [session, question, strategy, only]
-        asked = [
-            # Askers wait in Quire's own line, which tells each its place and expected wait in the chat;
-            # past ASKERS_AT_ONCE, Gradio's queue holds the rest (and shows its own place and estimate).
-            ask.click(self.ask, inputs, outputs, api_name="ask", concurrency_limit=ASKERS_AT_ONCE,
-                      concurrency_id="model"),
-            question.submit(self.ask, inputs, outputs, api_visibility="private", concurrency_id="model"),
-        ]
+        # Askers wait in Quire's own line, which tells each its place and expected wait in the chat;
+        # past ASKERS_AT_ONCE, Gradio's queue holds the rest (and shows its own place and estimate).
+        # Enter in the question box clicks Ask (ui/app.js). "multiple": in Chromium the browser heard that an
+        # answer's event had ended only at the next click or key press, and with Gradio's default ("once") that
+        # next question was then dropped as a repeat of the one still "running" (seen in tests/test_browser.py).
+        asked = [ask.click(self.ask, inputs, outputs, api_name="ask", concurrency_limit=ASKERS_AT_ONCE,
+                           concurrency_id="model", trigger_mode="multiple")]
         # No `cancels=`: cancelling the event would drop the answer half-drawn (its cursor left in the chat) and
         # unstored; Quire's Stop ends the generation, and the handler draws and stores what there is.
         stop.click(self.stop, None, None, api_visibility="private", queue=False)
