@@ -130,3 +130,23 @@ def test_a_question_limited_to_one_document_reads_only_it_and_says_so(settings):
     assert everything.meta["segments_total"] == 2 and "documents" not in everything.meta
     assert limited.meta["segments_total"] == 1 and limited.meta["documents"] == ["lease.txt"]
     assert {e["document"] for e in limited.evidence} <= {"lease.txt"}
+
+
+def test_a_matrix_cell_opens_at_its_quote_for_its_owner_only(served, settings):
+    from core.records import MatrixCellRecord
+    from storage import matrix
+
+    client, tokens, turns, docs = served
+    with Quire(settings) as q:
+        alice = q.as_user("alice")
+        info = alice.session("pdfs")
+        segment = alice.segments(info)[0]
+        cell = matrix.save_cell(q._database(), MatrixCellRecord(
+            session_id=info.id, document_id=docs["pdfs"], field_name="Pallets", question="How many pallets?",
+            status="verified", answer="nineteen", quote=FACT, segment_id=segment.id, locator=segment.locator))
+    page = _get(client, tokens["alice"], f"/viewer/?session=pdfs&cell={cell}")
+    assert page.status_code == 200, page.text
+    data = _data(page.text)
+    assert data["kind"] == "pdf" and data["quoted"] and data["boxes"][0]["page"] == 1
+    assert "Pallets" in page.text and page.headers["content-security-policy"] == viewer.CSP
+    assert _get(client, tokens["bob"], f"/viewer/?session=alice/pdfs&cell={cell}").status_code == 404
