@@ -323,7 +323,7 @@ def test_the_matrix_on_two_documents_and_two_fields_opens_a_cell_in_the_viewer(p
     for name in ("vault.pdf", "lease.pdf"):
         for k in range(2):  # the document's two cells, one per field
             before = frame_url(page, "matrix-viewer-frame")
-            page.locator("#matrix-cells td:visible", has_text=name).nth(k).click()
+            page.locator("#matrix-cells [role=gridcell][data-col='1']", has_text=name).nth(k).click()
             page.wait_for_function("n => document.querySelector('#matrix-cell-title').innerText.includes(n)",
                                    arg=name, timeout=30_000)
             page.wait_for_timeout(500)
