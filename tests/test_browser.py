@@ -402,6 +402,9 @@ def test_screenshots_of_every_screen(page, server):
     """Each screen at 1280x800 (light and dark), and the chat at a tablet's width, for people to look at."""
     shots = ARTIFACTS / "screens"
     shots.mkdir(parents=True, exist_ok=True)
+    page.reload()  # without the toasts of the tests before
+    playwright.expect(page.get_by_label("Session", exact=True)).to_have_value("Deal room", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#chat').innerText.includes('7351')", timeout=30_000)
     for name in SCREENS:
         tab(page, name)
         page.wait_for_timeout(700)
