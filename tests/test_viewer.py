@@ -150,3 +150,19 @@ def test_a_matrix_cell_opens_at_its_quote_for_its_owner_only(served, settings):
     assert data["kind"] == "pdf" and data["quoted"] and data["boxes"][0]["page"] == 1
     assert "Pallets" in page.text and page.headers["content-security-policy"] == viewer.CSP
     assert _get(client, tokens["bob"], f"/viewer/?session=alice/pdfs&cell={cell}").status_code == 404
+
+
+def test_a_quote_running_on_to_the_next_page_is_marked_on_both(tmp_path):
+    from ingest.pdf import find_quote
+
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 760), "Shipping terms apply. The pallet count for")
+    doc.new_page().insert_text((72, 80), "order 7781 is nineteen. Payment follows.")
+    path = tmp_path / "split.pdf"
+    doc.save(path)
+    boxes = find_quote(path, 1, "the pallet count for order 7781 is nineteen")
+    assert [page for page, _ in boxes] == [1, 2]
+    (_, first), (_, second) = boxes
+    assert first[1] > 700 and second[1] < 100  # the foot of page 1, the head of page 2
+    assert find_quote(path, 1, "pallet count") == []  # too short to mark one place
+    assert find_quote(path, 2, "the pallet count for order 7781") == []  # it starts on page 1, not on page 2
