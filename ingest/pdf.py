@@ -777,3 +777,56 @@ def render_page(path: Path, page: int, dpi: int) -> tuple[bytes, tuple[float, fl
             return pix.tobytes("png"), (pdf_page.rect.width, pdf_page.rect.height)
     except (RuntimeError, ValueError):  # a damaged original
         return None
+
+
+# -- where a quote stands (the viewer highlights the quoted sentence, not the whole passage) -------------------
+QUOTE_MIN_WORDS = 3  # a shorter quote matches too many places to mark one
+QUOTE_PREFIX_WORDS = 12  # a long quote not found whole is looked for by its first and last words
+
+
+def _norm_word(word: str) -> str:
+    return re.sub(r"\W+", "", unicodedata.normalize("NFKC", word)).lower()
+
+
+def find_quote(path: Path, page: int, quote: str) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """The lines ``quote`` covers on page ``page`` (1-based) of the PDF at ``path``, running on to the next
+    page when the quote does: (page, (x0, y0, x1, y1) in PDF points) per line, in reading order.
+
+    Words are compared without case and punctuation, so a quote the model re-spaced or re-punctuated is
+    still found; a long quote not found whole is marked from its first words to its last ones. [] when the
+    file cannot be read or the words are not there (the viewer then marks the passage's box)."""
+    wanted = [w for w in (_norm_word(w) for w in quote.split()) if w]
+    if len(wanted) < QUOTE_MIN_WORDS:
+        return []
+    try:
+        with pymupdf.open(path) as pdf:
+            if pdf.needs_pass or not 0 < page <= pdf.page_count:
+                return []
+            words = []  # (page, x0, y0, x1, y1, normalised word, line key)
+            for n in range(page, min(page + 1, pdf.page_count) + 1):
+                for x0, y0, x1, y1, text, block, line, _ in pdf[n - 1].get_text("words", sort=True):
+                    if (word := _norm_word(text)):
+                        words.append((n, x0, y0, x1, y1, word, (n, block, line)))
+    except (RuntimeError, ValueError):  # a damaged original
+        return []
+    found = _match(words, wanted)
+    if found is None and len(wanted) > 2 * QUOTE_PREFIX_WORDS:
+        start = _match(words, wanted[:QUOTE_PREFIX_WORDS])
+        end = _match(words, wanted[-QUOTE_PREFIX_WORDS:], after=start[0] if start else 0)
+        found = (start[0], end[1]) if start and end else None
+    if found is None or words[found[0]][0] != page:
+        return []
+    lines: dict[tuple, list[float]] = {}
+    for n, x0, y0, x1, y1, _, key in words[found[0]:found[1]]:
+        box = lines.setdefault(key, [n, x0, y0, x1, y1])
+        box[1:] = [min(box[1], x0), min(box[2], y0), max(box[3], x1), max(box[4], y1)]
+    return [(int(b[0]), (round(b[1], 2), round(b[2], 2), round(b[3], 2), round(b[4], 2))) for b in lines.values()]
+
+
+def _match(words: list[tuple], wanted: list[str], after: int = 0) -> tuple[int, int] | None:
+    """The first run of ``words`` (from index ``after``) spelling ``wanted``: (start, end), end exclusive."""
+    n = len(wanted)
+    for i in range(after, len(words) - n + 1):
+        if words[i][5] == wanted[0] and all(words[i + k][5] == wanted[k] for k in range(1, n)):
+            return i, i + n
+    return None

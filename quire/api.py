@@ -65,7 +65,7 @@ from core.records import (
 )
 from core.settings import STRATEGIES, Settings
 from ingest.base import Progress
-from ingest.pdf import render_page
+from ingest.pdf import find_quote, render_page
 from ingest.pipeline import Ingestor, IngestResult
 from ingest.workers import WorkerPool
 from storage import accounts, eval_runs, matrix, repo
@@ -584,6 +584,12 @@ class Quire:
         """The kept original file of a document (PDFs and images are kept; codebases are not)."""
         return self._blobs.find(document.blob_sha) if document.blob_sha else None
 
+    def quote_boxes(self, document: DocumentRecord, page: int, quote: str) -> list[tuple[int, tuple[float, ...]]]:
+        """Where ``quote`` stands on page ``page`` of the kept original PDF (and on the next page, when it runs
+        on): (page, box in PDF points) per line; [] when the PDF is not kept or the words are not found."""
+        original = self.original(document)
+        return find_quote(original, page, quote) if original is not None and quote.strip() else []
+
     def page_image(self, document: DocumentRecord, page: int) -> tuple[Image.Image | None, tuple[float, float] | None]:
         """Page ``page`` (1-based) as an image with the page's size in PDF points (None where unknown):
         the page image stored at ingest, else the page rendered from the kept original PDF."""
@@ -666,7 +672,7 @@ class Quire:
         )
 
     def ask(self, session: SessionRef, question: str, *, strategy: str | None = None,
-            asker: str | None = None) -> Iterator[Delta | Status | Answer]:
+            asker: str | None = None, documents: Sequence[int] | None = None) -> Iterator[Delta | Status | Answer]:
         """Stream the answer: Delta (answer text) and Status (progress) events; the last is the stored :class:`Answer`.
 
         One question at a time holds the model; while others are ahead, Waiting events say this one's
@@ -674,6 +680,7 @@ class Quire:
         that stops reading early closes the stream (``with contextlib.closing(q.ask(...))``, or ``.close()``),
         which also closes the runtime's own stream at once, so the next question can start.
         ``asker`` names who asks (a browser session), so that :meth:`stop` stops only that one's answer.
+        ``documents`` (ids of the session's documents) limits what is read to those; the answer's meta names them.
         """
         question = (question or "").strip()
         if not question:
@@ -682,6 +689,7 @@ class Quire:
         if requested not in STRATEGIES:
             raise QuireError(f"Unknown strategy {requested!r}.", hint=f"Choose one of: {', '.join(STRATEGIES)}.")
         info = self.session(session, create=False)
+        only = self._chosen(info, documents)
         ticket = self._asking.join()
         try:
             self._shared.warmer.interrupt()  # a shard being prepared in the background gives way
@@ -690,13 +698,24 @@ class Quire:
                 self._asking.wait(ticket, WAIT_REPORT_S)
             self._shared.answering = asker
             try:
-                yield from self._answer(info, question, requested)
+                yield from self._answer(info, question, requested, only)
             finally:
                 self._shared.answering = None
         finally:  # answered, failed, or the asker went away (the generator closed): the line moves on
             self._asking.leave(ticket)
 
-    def _answer(self, info: SessionRecord, question: str, requested: str) -> Iterator[Delta | Status | Answer]:
+    def _chosen(self, info: SessionRecord, documents: Sequence[int] | None) -> dict[int, str] | None:
+        """The chosen documents of the session by id, with their names; None for all of them."""
+        if not documents:
+            return None
+        names = {d.id: d.name for d in self.documents(info)}
+        chosen = {int(i): names[int(i)] for i in documents if int(i) in names}
+        if not chosen:
+            raise QuireError("None of the chosen documents is in this session.", hint="Pick documents of the session.")
+        return chosen
+
+    def _answer(self, info: SessionRecord, question: str, requested: str,
+                only: dict[int, str] | None = None) -> Iterator[Delta | Status | Answer]:
         started = time.perf_counter()
         rt = self.runtime()
         options = GenerateOptions(
@@ -704,6 +723,8 @@ class Quire:
             repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
         )
         segments = self._segments(info)
+        if only is not None:
+            segments = [s for s in segments if s.document_id in only]
         ranking = self._ranking(info, question, segments)  # focus and the evidence list share one search
         ctx = None if requested == "sweep" else self._assemble(info, segments, question, requested, ranking)
         use_sweep = requested == "sweep" or (requested == "auto" and ctx.narrowed and wants_exhaustive(question))
@@ -742,6 +763,7 @@ class Quire:
             "warning": citations.WARNINGS.get(support, ""),
             "wall_s": round(time.perf_counter() - started, 4),
             "finish_reason": usage.finish_reason,
+            **({"documents": list(only.values())} if only is not None else {}),  # the question was limited to these
             **usage.details,
         }
         turn = TurnRecord(

@@ -1,5 +1,5 @@
 """The server: one ASGI app on one port for the web UI (Gradio, mounted at /), the REST API (/api/v1) and the
-OpenAI-compatible endpoint (/v1), behind the Host check and the :class:`server.auth.Gate`.
+OpenAI-compatible endpoint (/v1) and the document viewer (/viewer), behind the Host check and the :class:`server.auth.Gate`.
 
 Nothing runs at import; :func:`serve` builds it and runs it under uvicorn until interrupted.
 """
@@ -19,9 +19,9 @@ from starlette.requests import Request
 
 from core.settings import Settings
 from quire.api import Quire
-from server import openai_api, rest
+from server import openai_api, rest, viewer
 from server.auth import Gate, check_listening, loopback, send_body, send_json
-from ui.app import CSS, build_app, theme
+from ui.app import CSS, build_app, page_js, theme
 from ui.export import export_dir
 
 FILE_ROUTE = "/gradio_api/file="
@@ -146,9 +146,10 @@ def build(quire: Quire) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/api/v1", rest.build(quire))
     app.mount("/v1", openai_api.build(quire))
+    app.mount("/viewer", viewer.build(quire))
     blocks = build_app(quire).queue(default_concurrency_limit=4)
     app = gr.mount_gradio_app(
-        app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS,
+        app, blocks, path="/", auth_dependency=_user_name, allowed_paths=[str(exports)], theme=theme(), css=CSS, js=page_js(),
         footer_links=["api", "settings"], show_error=True, max_file_size=settings.max_file_mb << 20,
     )
     app.add_middleware(FileGuard, exports=exports, cache=Path(gradio.utils.get_upload_folder()))

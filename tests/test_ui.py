@@ -29,7 +29,6 @@ from ui import render
 from ui.errors import user_errors
 from ui.export import bundle, slug
 from ui.settings_panel import settings_rows
-from ui.viewer import HIGHLIGHT_EDGE, Viewer, highlight
 
 ROOT = Path(__file__).resolve().parent.parent
 FACT = "The access code for the north gate is PELICAN-42."
@@ -149,60 +148,23 @@ def test_answer_markdown_escapes_document_text_and_shows_meta():
     assert "<script>" not in md and "<i>" not in md and "a\\_b.pdf" in md and "p.3" in md
     assert "✓ verified" in md
     assert "focus · saw 3/12 passages (25% of the corpus) · 1,200 prompt tokens (1,000 cached)" in md
-    assert "first token 0.50 s · total 2.25 s" in md and "narrowed \\*to\\* fit" in md
+    assert "first token 0.50 s · total 2.25 s" in md and "narrowed *to* fit" in md
+    assert md.index("<details") > md.index("Sources")  # the meta line folded away under the answer
 
 
-def test_highlight_scales_points_to_pixels():
-    page = Image.new("RGB", (1190, 1684), "white")  # a 595x842 pt page at 2x
-    out = highlight(page, (100, 200, 300, 220), (595, 842))
-    pad = max(2, round(1190 / 300))
-    assert out.getpixel((200 - pad, 430)) == HIGHLIGHT_EDGE[:3]  # left edge at x0 * 2 - pad
-    inside = out.getpixel((400, 430))
-    assert inside[2] < 200 and inside[0] > 240  # white tinted yellow
-    assert out.getpixel((50, 50)) == (255, 255, 255)
-
-
-def test_viewer_opens_pdf_page_with_highlight(settings):
-    with Quire(settings) as q:
-        _, bbox = seed_pdf(q, "s", zoom=1.5)
-        seg = segment_of(q, "s", "contract.pdf")
-        view = Viewer(q).show(CitationRecord(ref="S1", segment_id=seg.id, document_name="contract.pdf",
-                                             locator=seg.locator, quote=PDF_CLAUSE, status="verified"))
-    assert view.image is not None and abs(view.image.width - 595 * 1.5) <= 1
-    sx, sy = view.image.width / 595, view.image.height / 842
-    pad = max(2, round(view.image.width / 300))
-    x0 = round(bbox[0] * sx - pad)
-    mid_y = round((bbox[1] + bbox[3]) / 2 * sy)
-    assert view.image.getpixel((x0 + 1, mid_y)) == HIGHLIGHT_EDGE[:3]
-    assert view.text == PDF_CLAUSE and "contract.pdf" in view.title and "p.1" in view.title
-
-
-def test_viewer_renders_from_original_pdf_without_page_images(settings):
-    with Quire(settings) as q:
-        doc_id, _ = seed_pdf(q, "s")
-        with _database(q) as db, db.write() as s:  # as if the extractor had kept no page images
-            s.get(DocumentRow, doc_id).meta = {}
-        seg = segment_of(q, "s", "contract.pdf")
-        view = Viewer(q).show(CitationRecord(ref="S1", segment_id=seg.id, document_name="contract.pdf",
-                                             locator=seg.locator, quote="", status="verified"))
-    assert view.image is not None and view.image.width > 500
-
-
-def test_viewer_shows_cited_lines_of_text(settings):
-    with Quire(settings) as q:
-        seed_text(q, "s")
-        seg = segment_of(q, "s", "memo.txt")
-        viewer = Viewer(q)
-        whole = viewer.show(CitationRecord(ref="S1", segment_id=seg.id, document_name="memo.txt",
-                                           locator=seg.locator, quote="", status="verified"))
-        one = viewer.show(CitationRecord(ref="S1", segment_id=seg.id, document_name="memo.txt",
-                                         locator=Locator(path="memo.txt", line_start=4,
-                                                         line_end=4), quote=FACT, status="verified"))
-        gone = viewer.show(CitationRecord(ref="S9", segment_id=None, document_name="memo.txt", locator=Locator(),
-                                          quote="", status="missing"))
-    assert whole.image is None and whole.text == MEMO.strip()
-    assert one.text == FACT
-    assert gone.text is None and "not shown" in gone.title
+def test_answer_markers_open_the_viewer_and_code_fences_stay_code():
+    turn = TurnRecord(
+        id=7, question="q", answer="The fee is due [S1] and [S1, S2] <b>now</b>.\n```python\nprint('<x>')\n```",
+        meta={"documents": ["a.pdf"]},
+        citations=[CitationRecord(ref="S1", segment_id=5, document_name="a.pdf", locator=Locator(page=3)),
+                   CitationRecord(ref="S2", segment_id=6, document_name="b.pdf", locator=Locator(page=1))])
+    md = render.answer_markdown(turn, "Deal room (2)")
+    assert '[S1](/viewer/?session=Deal+room+%282%29&turn=7&cite=0 "Open S1 in the viewer")' in md
+    assert "[S2](/viewer/?session=Deal+room+%282%29&turn=7&cite=1" in md
+    assert "&lt;b&gt;now&lt;/b&gt;" in md and "```python\nprint('<x>')\n```" in md  # code is a code block
+    assert md.startswith("_Limited to a.pdf_")
+    assert "<details" in md and "How this was answered" in md
+    assert "/viewer/" not in render.answer_markdown(turn)  # no session: no links
 
 
 def test_user_errors_turns_quire_errors_into_gr_errors():
@@ -400,13 +362,16 @@ def test_chat_handlers_open_a_citation_and_reload_history(settings):
         with _database(q) as db:
             repo.save_turn(db, q.session("s").id, turn)
         tab = ChatTab(q)
-        messages, rows, citations, info, pick, *viewer, strategy = tab.load("s")
-        title, image, code = tab.open_citation(citations, 0)
+        messages, rows, citations, where, info, pick, frame, strategy = tab.load("s")
+        opened = tab.open_citation(where, 0)
+        panel, only = tab.documents_panel("s")
     assert [m["role"] for m in messages] == ["user", "assistant"] and "Thirty" in messages[1]["content"]
-    assert rows[0][:4] == ["S1", "contract.pdf", "p.1", "✓ verified"] and "full" in info
-    assert pick["choices"] == [("S1 · contract.pdf · p.1", 0)] and viewer[0].startswith("Select a citation")
-    assert "contract.pdf" in title and image["visible"] and image["value"].width > 500
-    assert code["value"] == PDF_CLAUSE and code["label"] == "Text of the cited region"
+    assert f"(/viewer/?session=s&turn={where['turn']}&cite=0" in messages[1]["content"]  # the marker
+    assert rows[0][:4] == ["S1", "contract.pdf", "p.1", "✓ verified"] and "How long" in info
+    assert pick["choices"] == [("S1 · contract.pdf · p.1", 0)] and "quire-viewer-empty" in frame
+    assert where == {"session": "s", "turn": where["turn"]} and where["turn"] > 0
+    assert f'src="/viewer/?session=s&amp;turn={where["turn"]}&amp;cite=0"' in opened and "<iframe" in opened
+    assert "contract.pdf" in panel and "readable" in panel and only["choices"][0][0] == "contract.pdf"
     assert strategy == "auto"
 
 
@@ -424,12 +389,12 @@ def test_evidence_is_listed_with_the_answer_and_opens_in_the_viewer(settings):
         with _database(q) as db:
             repo.save_turn(db, q.session("s").id, turn)
         tab = ChatTab(q)
-        messages, rows, citations, info, pick, *viewer, strategy = tab.load("s")
-        title, image, code = tab.open_citation(citations, 0)
+        messages, rows, citations, where, info, pick, frame, strategy = tab.load("s")
+        opened = tab.open_citation(where, 0)
     assert rows == [] and pick["choices"] == [("evidence · S1 · contract.pdf · p.1", 0)]
     content = messages[1]["content"]
     assert content.startswith("**⚠ Not supported by the documents.**") and "<mark>warranty</mark>" in content
-    assert "evidence" in title and image["visible"]
+    assert citations[0].origin == "evidence" and "cite=0" in opened  # the viewer lists evidence after citations
 
 
 def test_strategy_choice_is_kept_with_the_session(settings):

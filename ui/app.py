@@ -7,6 +7,8 @@ first question.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from quire.api import LOCAL_USER, Quire
@@ -36,7 +38,31 @@ CSS = """
 .quire-gauge-empty .quire-gauge-fill { background: var(--neutral-400); }
 .quire-gauge-note { margin-top: 6px; font-size: .9em; opacity: .85; }
 #turn-info { font-size: .9em; opacity: .9; }
+#quire-top { align-items: center; gap: 12px; }
+#quire-header h1 { font-size: 1.6em; }
+#quire-user { text-align: right; }
+.quire-viewer { width: 100%; height: 640px; border: 1px solid var(--border-color-primary); border-radius: 8px;
+                background: var(--background-fill-secondary); display: block; }
+.quire-viewer-empty { height: 640px; display: flex; align-items: center; justify-content: center; padding: 24px;
+                      text-align: center; color: var(--body-text-color-subdued);
+                      border: 1px dashed var(--border-color-primary); border-radius: 8px; }
+#chat a[href^="/viewer/"] { display: inline-block; font-size: .72em; line-height: 1.3; padding: 0 .4em;
+    margin: 0 .1em; border-radius: .6em; vertical-align: super; text-decoration: none;
+    background: var(--color-accent-soft); color: var(--body-text-color); border: 1px solid var(--color-accent); }
+#chat a[href^="/viewer/"]:hover, #chat a[href^="/viewer/"]:focus { background: var(--color-accent); color: white; }
+#chat details.quire-meta { font-size: .85em; color: var(--body-text-color-subdued); margin-top: .4em; }
+#chat details.quire-meta summary { cursor: pointer; }
+#chat-documents { font-size: .92em; }
+#chat-documents small { color: var(--body-text-color-subdued); }
+@media (max-width: 900px) {
+  .quire-viewer, .quire-viewer-empty { height: 520px; }
+}
 """
+JS = Path(__file__).with_name("app.js")  # the page's few behaviours (Gradio's js=), read when the app is built
+
+
+def page_js() -> str:
+    return JS.read_text(encoding="utf-8")
 
 
 def theme() -> gr.themes.Base:
@@ -52,8 +78,9 @@ def build_app(quire: Quire) -> gr.Blocks:
     export = ExportTab(quire)
     evals = EvalsTab(quire)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="quire-header")
-        signed_in = gr.Markdown(elem_id="quire-user")
+        with gr.Row(equal_height=True, elem_id="quire-top"):
+            gr.Markdown(f"# {TITLE}\n{TAGLINE}", elem_id="quire-header")
+            signed_in = gr.Markdown(elem_id="quire-user")
         session = sessions.build()
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):

@@ -174,8 +174,8 @@ class DocumentsTab(UserScoped):
         ticker.tick(self.warm_progress, session, [warming, ticker], api_visibility="private", show_progress="hidden")
         bar.on_switch(self.view, view, api_name="documents")
         bar.on_switch(lambda: ("", {}, *_retry_update({})), [report, failed, *retry_outputs], inputs=[])
-        for event in (added, retried, removed):
-            event.then(bar.select, session, bar.summary, api_visibility="private")
+        bar.documents_changed(added, retried, removed)
+        bar.on_documents(self.view, view)
 
 
 def _retry_update(failed: dict[str, str]):

@@ -10,16 +10,16 @@ from contextlib import closing
 
 import gradio as gr
 
-from core.errors import printable
-from core.records import CitationRecord, MatrixCellRecord
+from core.errors import QuireError, printable
+from core.records import MatrixCellRecord
 from quire.api import CUAD_CATEGORIES, CellDone, MatrixRun, Quire, Status, parse_fields
-from ui import render
+from ui import render, viewer
 from ui.errors import user_errors
 from ui.sessions import SessionBar
 from ui.users import UserScoped
-from ui.viewer import Viewer
 
 CELL_HEADERS = ["Cell", "Document", "Field", "Answer", "Status", "Quote", "Where", "Mark"]
+EMPTY_VIEWER = "Click a cell's row to open its source here."
 MARKS = [("No mark", ""), ("Correct", "correct"), ("Wrong", "wrong"), ("Edited", "edited")]
 
 
@@ -45,17 +45,9 @@ def cell_rows(cells: list[MatrixCellRecord]) -> list[list]:
              c.mark] for c in cells]
 
 
-def as_citation(cell: MatrixCellRecord) -> CitationRecord:
-    """A cell as the viewer's citation: its passage, its place, its quote and status."""
-    return CitationRecord(ref=str(cell.meta.get("ref") or cell.field_name), segment_id=cell.segment_id,
-                          document_name=cell.document_name, locator=cell.locator, quote=cell.quote,
-                          status=cell.status if cell.status in ("verified", "quoted") else "unverified")
-
-
 class MatrixTab(UserScoped):
     def __init__(self, quire: Quire) -> None:
         super().__init__(quire)
-        self.viewer = Viewer(quire)
 
     # -- plain handlers --------------------------------------------------------------
     def _outputs(self, cells: list[MatrixCellRecord], message: str):
@@ -70,7 +62,16 @@ class MatrixTab(UserScoped):
         return self._outputs(cells, f"{len(cells)} cells stored for this session." if cells else "No cells yet.")
 
     @user_errors
-    def run(self, session: str, fields: str, categories: list[str], request: gr.Request | None = None):
+    def document_choices(self, session: str | None):
+        try:
+            docs = self.q.documents(session) if session else []
+        except QuireError:  # deleted or renamed meanwhile
+            docs = []
+        return gr.update(choices=[(printable(d.name), d.id) for d in docs], value=[])
+
+    @user_errors
+    def run(self, session: str, fields: str, categories: list[str], documents: list[int] | None = None,
+            request: gr.Request | None = None):
         """Fill the matrix; the table grows as each document's row is done. Stop keeps what is done."""
         if not session:
             raise gr.Error("Pick or create a session first.")
@@ -78,7 +79,8 @@ class MatrixTab(UserScoped):
         names = [f.name for f in wanted]
         cells: dict[tuple[int, str], MatrixCellRecord] = {}
         asker = request.session_hash if request is not None else None
-        with closing(self.q.matrix(session, wanted, asker=asker)) as events:
+        chosen = [int(d) for d in documents or []] or None
+        with closing(self.q.matrix(session, wanted, documents=chosen, asker=asker)) as events:
             for event in events:
                 if isinstance(event, CellDone):
                     cells[(event.cell.document_id, event.cell.field_name)] = event.cell
@@ -100,24 +102,19 @@ class MatrixTab(UserScoped):
         return evt.row_value[0] if evt.row_value else gr.skip()
 
     @user_errors
-    def open_cell(self, cell_id):
-        if cell_id in (None, ""):
-            return "Click a cell's row to see its source here.", gr.update(visible=False), gr.update(visible=False), \
-                gr.skip(), gr.skip()
+    def open_cell(self, session: str, cell_id):
+        """The cell's verdict, and its source in the viewer (previous/next there step through the found cells)."""
+        if cell_id in (None, "") or not session:
+            return "Click a cell's row to see its source here.", viewer.placeholder(EMPTY_VIEWER), gr.skip(), gr.skip()
         cell = self.q.matrix_cell(int(cell_id))
-        view = self.viewer.show(as_citation(cell))
         title = (f"**{render.md_escape(cell.field_name)}** · {render.md_escape(cell.document_name)} · "
                  f"{render.md_escape(cell.status_words)}")
         if cell.segment_id is None:
             title += "\n\nNo passage to open: " + ("nothing was found." if cell.status == "not_found"
                                                     else "the answer's quote was not found in the document.")
-        return (
-            title,
-            gr.update(value=view.image, visible=view.image is not None),
-            gr.update(value=view.text or "", visible=view.text is not None and cell.segment_id is not None),
-            cell.mark,
-            cell.edit or cell.answer,
-        )
+            return title, viewer.placeholder("Nothing to open for this cell."), cell.mark, cell.edit or cell.answer
+        return title, viewer.frame(viewer.cell_url(session, cell.id), "matrix-viewer-frame"), cell.mark, \
+            cell.edit or cell.answer
 
     @user_errors
     def save_mark(self, session: str, cell_id, mark: str, edit: str):
@@ -138,9 +135,11 @@ class MatrixTab(UserScoped):
             categories = gr.Dropdown(choices=[c.name for c in CUAD_CATEGORIES], multiselect=True, scale=2,
                                      label="Or pick CUAD clause categories",
                                      info="Each asks its description (CUAD v1, CC-BY-4.0)")
+            documents = gr.CheckboxGroup(label="Documents", choices=[], scale=2, elem_id="matrix-documents",
+                                         info="None ticked: every document of the session.")
             with gr.Column(scale=0, min_width=110):
-                run = gr.Button("Run", variant="primary")
-                stop = gr.Button("Stop")
+                run = gr.Button("Run", variant="primary", elem_id="matrix-run")
+                stop = gr.Button("Stop", elem_id="matrix-stop")
         progress = gr.Markdown(elem_id="matrix-progress")
         table = gr.Dataframe(headers=["Document"], label="Matrix", interactive=False, wrap=True, elem_id="matrix")
         with gr.Row(equal_height=False):
@@ -153,17 +152,16 @@ class MatrixTab(UserScoped):
                     edit = gr.Textbox(label="Edited answer (kept with mark Edited)", scale=3)
                     save = gr.Button("Save mark", scale=0, min_width=100)
             with gr.Column(scale=2, min_width=320):
-                title = gr.Markdown("Click a cell's row to see its source here.")
-                image = gr.Image(label="Page", type="pil", interactive=False, visible=False,
-                                 buttons=["download", "fullscreen"], height=620)
-                text = gr.Code(label="Passage", visible=False, interactive=False, lines=8, max_lines=30,
-                               wrap_lines=True)
+                title = gr.Markdown("Click a cell's row to see its source here.", elem_id="matrix-cell-title")
+                frame = gr.HTML(viewer.placeholder(EMPTY_VIEWER), elem_id="matrix-viewer", label="Document viewer")
 
         outputs = [progress, table, cells]
-        running = run.click(self.run, [session, fields, categories], outputs, api_name="matrix",
+        running = run.click(self.run, [session, fields, categories, documents], outputs, api_name="matrix",
                             concurrency_id="model")
         stop.click(self.stop, None, None, cancels=[running], api_visibility="private")
         bar.on_switch(self.load, outputs)
+        bar.on_switch(self.document_choices, documents)
+        bar.on_documents(self.document_choices, documents)
         cells.select(self.pick_row, None, pick, api_visibility="private")
-        pick.change(self.open_cell, pick, [title, image, text, mark, edit], api_visibility="private")
+        pick.change(self.open_cell, [session, pick], [title, frame, mark, edit], api_visibility="private")
         save.click(self.save_mark, [session, pick, mark, edit], outputs, api_visibility="private")

@@ -11,6 +11,7 @@ import html
 import re
 from collections import Counter
 from typing import Any, Iterable
+from urllib.parse import urlencode
 
 from backend.evidence import highlight
 from core.document import Locator
@@ -82,6 +83,27 @@ def document_rows(docs: Iterable) -> list[list[Any]]:
 def warnings_cell(warnings: list[str]) -> str:
     """A warning mark with what went wrong, or nothing."""
     return f"{WARNING} " + " ".join(printable(w).rstrip(".") + "." for w in warnings) if warnings else ""
+
+
+def readability(d) -> tuple[str, str]:
+    """How readable a stored document is, in words: ("readable" | "partly readable" | "not readable", why)."""
+    if not d.tokens or not d.segments:
+        return "not readable", "no text was found in it"
+    if d.warnings:
+        return "partly readable", " ".join(printable(w).rstrip(".") + "." for w in d.warnings)
+    return "readable", ""
+
+
+def documents_panel(docs: Iterable) -> str:
+    """The session's documents with their status, for the panel beside the chat (Markdown, escaped)."""
+    lines = []
+    for d in docs:
+        status, why = readability(d)
+        mark = {"readable": "✓", "partly readable": WARNING, "not readable": "✗"}[status]
+        size = f"{plural(d.pages, 'page')}, " if d.pages else ""
+        lines.append(f"- {mark} **{md_escape(d.name)}** · {md_escape(status)}"
+                     + (f": {md_escape(why)}" if why else "") + f"  \n  <small>{d.kind}, {size}~{d.tokens:,} tokens</small>")
+    return "\n".join(lines) or "_No documents yet: drop files below._"
 
 
 def gauge_html(budget) -> str:
@@ -162,29 +184,81 @@ def meta_line(turn) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def answer_markdown(turn) -> str:
-    """The assistant message: the answer, its sources, then how it was produced."""
-    body = md_escape(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
+VIEWER = "/viewer/"  # server.viewer's page (a citation of an answer: ?session=&turn=&cite=)
+_FENCE = re.compile(r"^```([\w+#.-]{0,20})[ \t]*\n(.*?)\n```[ \t]*$", re.MULTILINE | re.DOTALL)
+_ESCAPED_REFS = re.compile(r"\\\[((?:[A-Z]\d+)(?:\s*,\s*[A-Z]\d+)*)\\\]")  # \[S1\] or \[S1, S2\] once escaped
+META_SUMMARY = "How this was answered"
+
+
+def viewer_url(session: str, turn_id: int, index: int = 0) -> str:
+    """The viewer's page for citation ``index`` of the answer (its citations first, then its evidence)."""
+    return VIEWER + "?" + urlencode({"session": session, "turn": turn_id, "cite": index})
+
+
+def answer_body(text: str) -> str:
+    """The model's text for Markdown: escaped, except that fenced code blocks stay code blocks (a code block
+    shows its text literally, so it needs no escaping, and Gradio highlights it by its language)."""
+    out, at = [], 0
+    for m in _FENCE.finditer(text):
+        out.append(md_escape(text[at:m.start()]))
+        out.append(f"```{m.group(1)}\n{printable(m.group(2), lines=True)}\n```")
+        at = m.end()
+    out.append(md_escape(text[at:]))
+    return "".join(out)
+
+
+def _markers(body: str, refs: dict[str, int], session: str | None, turn_id: int) -> str:
+    """``[S1]`` in the escaped answer as small links that open that citation in the viewer."""
+    if not session or not turn_id or not refs:
+        return body
+
+    def link(m: re.Match) -> str:
+        names = [r.strip() for r in m.group(1).split(",")]
+        if not all(r in refs for r in names):
+            return m.group(0)
+        return "".join(f'[{r}]({viewer_url(session, turn_id, refs[r])} "Open {r} in the viewer")' for r in names)
+    return _ESCAPED_REFS.sub(link, body)
+
+
+def limited_to(turn) -> str:
+    names = (turn.meta or {}).get("documents") or []
+    return "Limited to " + ", ".join(printable(n) for n in names) if names else ""
+
+
+def answer_markdown(turn, session: str | None = None) -> str:
+    """The assistant message: the answer (its citations as markers that open the viewer, with ``session``),
+    its sources, its evidence, then how it was produced, folded until asked for."""
+    refs: dict[str, int] = {}
+    for i, c in enumerate(turn.citations):
+        refs.setdefault(c.ref, i)
+    body = answer_body(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
+    marked = _markers(body, refs, session, turn.id)
+    if marked == body and session and turn.id and turn.citations:  # cited nowhere in the text (matched): after it
+        marked += " " + "".join(f'[{c.ref}]({viewer_url(session, turn.id, i)} "Open {c.ref} in the viewer")'
+                                for i, c in enumerate(turn.citations) if c.segment_id is not None)
+    body = marked
     if (turn.meta or {}).get("finish_reason") == "cancelled":
         body += "\n\n**■ Stopped** — the answer was cut short here."
     lines = [f"**⚠ {md_escape(turn.warning)}**", "", body] if turn.warning else [body]
+    if limited_to(turn):
+        lines = [f"_{md_escape(limited_to(turn))}_", "", *lines]
     if turn.citations:
         lines += ["", "**Sources**"]
-        for c in turn.citations:
+        for i, c in enumerate(turn.citations):
             quote = f" — “{md_escape(shorten(c.quote, 160))}”" if c.quote else ""
-            lines.append(
-                f"- **{md_escape(c.ref)}** {md_escape(c.document_name)} · {md_escape(c.locator.place())} · "
-                f"{badge(c.status, c.origin)}{quote}"
-            )
+            ref = (f'[{md_escape(c.ref)}]({viewer_url(session, turn.id, i)} "Open {md_escape(c.ref)} in the viewer")'
+                   if session and turn.id and c.segment_id is not None else f"**{md_escape(c.ref)}**")
+            lines.append(f"- {ref} {md_escape(c.document_name)} · {md_escape(c.locator.place())} · "
+                         f"{badge(c.status, c.origin)}{quote}")
     if turn.evidence:
         lines += ["", "**Evidence** (passages to check, the question's words marked)"]
         for e in turn.evidence:
             text = highlight(e.get("snippet", ""), e.get("terms", []), escape=md_escape)
             lines.append(f"- **{md_escape(e['ref'])}** {md_escape(e.get('document', ''))} · "
                          f"{md_escape(e.get('place', ''))} · {md_escape(e.get('reason', ''))}: “{text}”")
-    lines += ["", f"_{md_escape(meta_line(turn))}_"]
-    for note in (turn.meta or {}).get("notes") or []:
-        lines.append(f"> {md_escape(str(note))}")
+    notes = [html.escape(printable(str(n))) for n in (turn.meta or {}).get("notes") or []]
+    meta = "<br>".join([html.escape(meta_line(turn)), *notes])
+    lines += ["", f'<details class="quire-meta"><summary>{META_SUMMARY}</summary>{meta}</details>']
     return "\n".join(lines)
 
 
@@ -192,11 +266,11 @@ def user_message(question: str) -> dict[str, str]:
     return {"role": "user", "content": md_escape(question)}
 
 
-def history(turns: Iterable) -> list[dict[str, str]]:
+def history(turns: Iterable, session: str | None = None) -> list[dict[str, str]]:
     messages: list[dict[str, str]] = []
     for turn in turns:
         messages.append(user_message(turn.question))
-        messages.append({"role": "assistant", "content": answer_markdown(turn)})
+        messages.append({"role": "assistant", "content": answer_markdown(turn, session)})
     return messages
 
 

@@ -29,10 +29,21 @@ class SessionBar(UserScoped):
         super().__init__(quire)
         self._switches: list = []  # the events after which another session is shown
         self._listeners: list[tuple[Callable, Any, dict]] = []
+        self._document_listeners: list[tuple[Callable, Any]] = []
+        self._document_events: list = []
 
     def on_switch(self, fn: Callable, outputs, *, inputs=None, api_name: str | None = None) -> None:
         """Run ``fn(session name)`` (or ``fn(*inputs)``) once whenever another session is shown."""
         self._listeners.append((fn, outputs, {"inputs": inputs, "api_name": api_name}))
+
+    def on_documents(self, fn: Callable, outputs) -> None:
+        """Run ``fn(session name)`` after the session's documents change (files added or removed in any tab)."""
+        self._document_listeners.append((fn, outputs))
+
+    def documents_changed(self, *events) -> None:
+        """Events that add or remove documents: the ``on_documents`` listeners (and the summary) run after each,
+        attached by :meth:`wire` once every tab has registered."""
+        self._document_events.extend(events)
 
     def wire(self, *events) -> None:
         """Attach every listener after every switching event (``events``: more of them, e.g. the page load)."""
@@ -41,6 +52,10 @@ class SessionBar(UserScoped):
                 inputs = self.current if kw["inputs"] is None else kw["inputs"]
                 named = {"api_name": kw["api_name"]} if kw["api_name"] and n == 0 else {"api_visibility": "private"}
                 event.success(fn, inputs, outputs, **named)
+        for event in self._document_events:
+            event.then(self.select, self.current, self.summary, api_visibility="private")
+            for fn, outputs in self._document_listeners:
+                event.then(fn, self.current, outputs, api_visibility="private")
 
     # -- plain handlers (also API endpoints) ------------------------------------
     def names(self) -> list[str]:
