@@ -52,7 +52,8 @@ CSS = """
 #chat a[href^="/viewer/"]:hover, #chat a[href^="/viewer/"]:focus { background: var(--color-accent); color: white; }
 #chat details.quire-meta { font-size: .85em; color: var(--body-text-color-subdued); margin-top: .4em; }
 #chat details.quire-meta summary { cursor: pointer; }
-#chat-documents { font-size: .92em; }
+#chat-documents { font-size: .92em; overflow-wrap: anywhere; }
+#ask-only label { overflow-wrap: anywhere; max-width: 100%; }  /* long file names wrap inside the panel */
 #chat-documents small { color: var(--body-text-color-subdued); }
 @media (max-width: 900px) {
   .quire-viewer, .quire-viewer-empty { height: 520px; }
