@@ -132,12 +132,13 @@ class Settings:
     )
     prefix_cache_mb: int = _opt(
         4096, "Disk the CPU runtime may use to keep corpus and shard KV states between runs, in MiB (least "
-        "recently used go first); 0 turns it off. A state takes about 23 MiB per 1K tokens with SmolLM2 at f16."
+        "recently used go first); 0 turns it off. A state takes about 22 MiB per 1K tokens with SmolLM2 at f16."
     )
     kv_cache_type: str = _opt(
         "f16",
         "Type of the CPU runtime's KV cache, and so of the states kept on disk: 'f16', or 'q8_0' (about half the "
-        "memory and disk; llama.cpp needs flash attention for it, which is turned on with it).",
+        "memory and disk; llama.cpp needs flash attention for it, which is turned on with it). f16 stays the default: "
+        "on the needle eval at a 2K window q8_0 missed 1 of 10 needles that f16 found.",
         choices=("f16", "q8_0"),
     )
     workers: int = _opt(
