@@ -50,6 +50,7 @@ class Status:
     message: str
     done: int = 0
     total: int = 0
+    eta_s: float | None = None  # when known: how long the step announced is expected to take, at most
 
 
 @dataclass

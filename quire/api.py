@@ -311,6 +311,7 @@ class _Shared:
         self.runtime = runtime
         self.answering: str | None = None  # the asker whose question holds the model now
         self.warmer = ShardWarmer()  # prepares shard states in the background while nobody asks
+        self.prefill_rates: deque[float] = deque(maxlen=8)  # prompt tokens a second the model computed lately
         self.views: dict[int, "Quire"] = {}  # user id -> that user's view
 
 
@@ -742,7 +743,7 @@ class Quire:
                         parts.append(event.text)
                     yield event
         else:
-            yield Status(f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)", 0, 1)
+            yield self._reading(ctx)
             with closing(generate_guarded(rt, ctx.prompt, options)) as events:
                 for event in events:
                     if isinstance(event, Delta):
@@ -750,6 +751,9 @@ class Quire:
                         yield event
                     else:
                         usage = event
+        computed = usage.prompt_tokens - usage.cached_tokens
+        if not use_sweep and computed >= 256 and usage.ttft_s > 0 and usage.finish_reason != "cancelled":
+            self._shared.prefill_rates.append(computed / usage.ttft_s)
         answer = kept_text("".join(parts), usage).strip()
         checking = time.perf_counter()
         checked = citations.check(answer, ctx.refs, question)
@@ -774,6 +778,17 @@ class Quire:
         )
         turn.id = repo.save_turn(self._database(), info.id, turn)
         yield Answer(turn, meta)
+
+    def _reading(self, ctx: AssembledContext) -> Status:
+        """What a single pass reads, with the most it should take at the rate of the last answers (a corpus the
+        model holds already is read in a moment, so it is an upper bound)."""
+        message = f"Reading {ctx.segments_used} passages ({ctx.tokens_used} tokens)"
+        rates = self._shared.prefill_rates
+        if not rates:
+            return Status(message, 0, 1)
+        rate = sum(rates) / len(rates)
+        eta = ctx.tokens_used / rate
+        return Status(f"{message}; up to about {_duration(eta)} at {rate:.0f} tokens/s", 0, 1, eta_s=eta)
 
     def stop(self, asker: str | None = None) -> None:
         """Stop the answer being generated now, from any thread (the UI's Stop button); it ends as cancelled.

@@ -105,3 +105,16 @@ def test_empty_session_and_empty_question_are_clear_errors(q):
         q.answer("empty", "anything?")
     with pytest.raises(QuireError, match="empty"):
         q.answer("empty", "   ")
+
+
+def test_after_one_answer_the_next_says_how_long_its_reading_may_take(q, tmp_path):
+    long = tmp_path / "review.txt"
+    long.write_text(FILLER * 40 + FACT + "\n")
+    q.ingest("eta", [long])
+    first = [e for e in q.ask("eta", "What is the vault access code?", strategy="full") if isinstance(e, Status)]
+    assert first and first[0].eta_s is None  # nothing timed yet: no estimate rather than a wrong one
+    other = tmp_path / "other.txt"
+    other.write_text(FILLER * 30 + "The gate code is 1200.\n")
+    q.ingest("eta2", [other])  # a corpus the model does not hold: it is read again
+    second = [e for e in q.ask("eta2", "What is the gate code?", strategy="full") if isinstance(e, Status)]
+    assert second[0].eta_s and second[0].eta_s > 0 and "tokens/s" in second[0].message

@@ -438,3 +438,15 @@ def test_the_documents_tab_prepares_the_shards_and_reports_until_ready(settings,
             time.sleep(0.5)
             line, timer = tab.warm_progress("w")
     assert line.startswith("**Shards: ready**") and "of" in line, line
+
+
+def test_a_single_pass_shows_a_bar_against_its_expected_time():
+    from quire.api import Status, Waiting
+    from ui.chat import progress_line
+
+    line = progress_line(Status("Reading 43 passages (7476 tokens)", 0, 1, eta_s=20.0), 5.0)
+    assert "▰▰" in line and "up to about 15 s left" in line
+    late = progress_line(Status("Reading 43 passages", 0, 1, eta_s=20.0), 40.0)
+    assert "▰" * 10 not in late and "soon" in late  # never shown as done before it is
+    assert progress_line(Status("Reading 2 passages", 0, 1), 3.0) == "_Reading 2 passages…_ (3 s)"
+    assert "2 questions ahead" in progress_line(Waiting("Waiting for the model: 2 questions ahead", 0, 0, 2, 30.0), 1.0)

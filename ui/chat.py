@@ -238,6 +238,11 @@ def progress_line(event: Status, elapsed_s: float) -> str:
     """What the model is doing while no answer text has come: its place in line, or what it reads, with a bar
     and an estimate once part of the work is done (Markdown, escaped)."""
     text = render.md_escape(event.message)
+    if event.eta_s and not isinstance(event, Waiting):  # one pass: a bar against the expected time (never full)
+        filled = min(int(10 * elapsed_s / event.eta_s), 9)
+        bar = "▰" * filled + "▱" * (10 - filled)
+        left = max(event.eta_s - elapsed_s, 0)
+        return f"_{text}…_  \n`{bar}` ({elapsed_s:.0f} s" + (f", up to about {left:.0f} s left)" if left else ", soon)")
     if isinstance(event, Waiting) or not event.total or event.total <= 1:
         return f"_{text}…_ ({elapsed_s:.0f} s)"
     done, total = min(event.done, event.total), event.total
