@@ -14,7 +14,9 @@ Per document and per field:
    and the quote it shows is then cut from the passage itself, so a verified cell never shows words the
    source does not hold. A quote found in another passage of the same shard is attributed to that passage
    (said in the cell's meta). A quote found nowhere leaves the cell ``unverified``; a quote that is there but
-   shares no word with the field is ``quoted``, as an answer's citation would be.
+   shares no word with the field is ``quoted``, as an answer's citation would be. A claim that quotes nothing
+   and that no passage bears out is no finding at all (SmolLM2 invents "the Civil Law of 2019", or copies the
+   prompt's "[id] short answer"): it does not fill the cell, and the reply is kept in the cell's meta.
 3. **A second pass** for a field with no verified quote: the document's passages ranked for the field
    (full-text search, best first, as many as one window holds, in reading order), asked once more.
 4. **Not found** otherwise, with how much of the document was read.
@@ -143,7 +145,8 @@ def candidates(text: str, refs: dict[str, SegmentRecord], fld: Field, pass_: int
     A reply in the asked form (``[S2] answer "quote"``) gives its quote; a reply that quotes nothing but
     repeats the source's words (3 or more) gives those; a reply that does neither is matched to the
     passage of the shard that supports it (``citations.match_answer``, as an uncited answer is), and the
-    passage's best sentence is its quote. Whatever is verified is cut from the passage it is in.
+    passage's best sentence is its quote. Whatever is verified is cut from the passage it is in. A claim
+    with no quote that no passage bears out is left out.
     """
     if not text.strip() or text.strip().upper().startswith("NONE"):
         return []
@@ -157,7 +160,8 @@ def candidates(text: str, refs: dict[str, SegmentRecord], fld: Field, pass_: int
             quote = ""
         if not quote and not answer:
             continue
-        out.append(_checked(answer, quote, cited, refs, fld, pass_))
+        if (found := _checked(answer, quote, cited, refs, fld, pass_)) is not None:
+            out.append(found)
     return out
 
 
@@ -185,7 +189,7 @@ def _echo(quote: str, fld: Field) -> bool:
 
 
 def _checked(answer: str, quote: str, cited: list[str], refs: dict[str, SegmentRecord], fld: Field,
-             pass_: int) -> Candidate:
+             pass_: int) -> Candidate | None:
     ref = next((r for r in cited if r in refs), cited[0] if cited else "")
     seg = refs.get(ref)
     texts = [(r, s) for r, s in refs.items() if s.kind == "text"]
@@ -203,7 +207,7 @@ def _checked(answer: str, quote: str, cited: list[str], refs: dict[str, SegmentR
     matched = citations.match_answer(answer, dict(texts), fld.prompt_text())
     if matched is not None and matched.status == "verified" and (found := citations.locate(matched.quote, refs[matched.ref].text)):
         return Candidate(answer, found, matched.ref, refs[matched.ref], "verified", pass_, cited=ref, matched=True)
-    return Candidate(answer, "", ref, seg, "unverified", pass_)
+    return None  # a claim that quotes nothing and that no passage bears out: not a finding (the reply stays in meta)
 
 
 def relevance(c: Candidate, fld: Field) -> int:

@@ -159,3 +159,14 @@ def test_cli_prints_each_row_and_resumes(settings, corpus, capsys):
     assert "kept from an earlier run" in again.out and "1 of 1 cells (1 kept" in again.err
     with Quire(settings) as q:
         assert_quotes_hold(q, q.matrix_cells("cli"))
+
+
+def test_a_claim_that_quotes_nothing_and_is_borne_out_nowhere_fills_no_cell(mq, corpus):
+    mq.ingest("m", contracts(corpus)[:1])
+    segments = [s for s in mq.segments("m") if s.kind == "text"]
+    refs = {f"S{i + 1}": s for i, s in enumerate(segments)}
+    fld = Field.of("Governing Law")
+    assert candidates("The law governing the interpretation of the contract is the Civil Law of 2019.", refs, fld, 1) == []
+    assert candidates("The answer is: [id] short answer .", refs, fld, 1) == []
+    [quoted] = candidates('[S1] Delaware "governed by the laws of the State of Delaware"', refs, fld, 1)
+    assert quoted.status == "unverified"  # a quote the source lacks is shown, as unverified
