@@ -1076,7 +1076,7 @@ def on_battery() -> bool:
 def _waiting(place: int, expected: float | None) -> Waiting:
     where = "next in line" if place == 1 else f"{place} questions ahead"
     wait = "no estimate yet (no answer timed so far)" if expected is None else f"about {_duration(expected)}"
-    return Waiting(f"Waiting for the model: {where}; expected wait {wait}", 0, 0, place, expected)
+    return Waiting(f"Waiting for the model: {where}; expected wait {wait}", place=place, expected_s=expected)
 
 
 def _duration(seconds: float) -> str:

@@ -449,4 +449,4 @@ def test_a_single_pass_shows_a_bar_against_its_expected_time():
     late = progress_line(Status("Reading 43 passages", 0, 1, eta_s=20.0), 40.0)
     assert "▰" * 10 not in late and "soon" in late  # never shown as done before it is
     assert progress_line(Status("Reading 2 passages", 0, 1), 3.0) == "_Reading 2 passages…_ (3 s)"
-    assert "2 questions ahead" in progress_line(Waiting("Waiting for the model: 2 questions ahead", 0, 0, 2, 30.0), 1.0)
+    assert "2 questions ahead" in progress_line(Waiting("Waiting for the model: 2 questions ahead", place=2, expected_s=30.0), 1.0)
