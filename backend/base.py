@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar, Iterable, Iterator, Literal
 
 from PIL import Image
 
@@ -77,6 +77,15 @@ Event = Delta | Usage
 def _image_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         return im.size
+
+
+def final_usage(events: Iterable[Event]) -> Usage:
+    """The Usage that ends a stream (its text is not wanted)."""
+    usage = Usage()
+    for event in events:
+        if isinstance(event, Usage):
+            usage = event
+    return usage
 
 
 class Runtime(abc.ABC):
@@ -151,10 +160,7 @@ class Runtime(abc.ABC):
         and dropped, which is what a server's prefix cache (SGLang's radix cache, llama.cpp's server) keeps.
         ``finish_reason`` is "cancelled" when :meth:`cancel` stopped it; ``details["kept"]`` says whether the
         state is now kept (the embedded CPU runtime saves it to disk and overrides this)."""
-        usage = Usage()
-        for event in self.generate(prompt, GenerateOptions(max_tokens=1)):
-            if isinstance(event, Usage):
-                usage = event
+        usage = final_usage(self.generate(prompt, GenerateOptions(max_tokens=1)))
         usage.details = {**usage.details, "kept": usage.finish_reason != "cancelled" and self.prefix_cache}
         return usage
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from backend import processes
-from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
+from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage, final_usage
 from backend.prefix_store import PrefixStore
 from core.errors import BackendError, RuntimeUnavailable
 from core.settings import Settings
@@ -373,11 +373,7 @@ class LlamaCppRuntime(Runtime):
     def prefill(self, prompt: Prompt) -> Usage:
         """Compute the prompt's corpus prefix in the worker and save its state on disk (no answer token)."""
         request = {"op": "prefill", "tokens": self.prefix_tokens(prompt), "key": self.prefix_key(prompt)}
-        usage = Usage()
-        for event in self._exchange(request):
-            if isinstance(event, Usage):
-                usage = event
-        return usage
+        return final_usage(self._exchange(request))
 
     def _state_dir(self) -> Path:
         return self.settings.cache_dir / "llama-states"

@@ -36,7 +36,7 @@ from backend import citations, shards
 from backend.base import GenerateOptions, Prompt, Runtime, Usage
 from backend.clauses import CUAD_CATEGORIES, category
 from backend.context import TokenCounter, fitting, ref_id
-from backend.repetition import generate_guarded, kept_text
+from backend.repetition import collect, generate_guarded
 from backend.shards import Shard
 from backend.sweep import Status
 from core.document import Locator
@@ -260,7 +260,7 @@ def run_document(
         or None when it was stopped."""
         got: list[Candidate] = []
         for part, prompt in shards.fit(shard, lambda p: extraction_prompt(p, fld), runtime, options.max_tokens):
-            reply, usage = _collect(generate_guarded(runtime, prompt, options))
+            reply, usage = collect(generate_guarded(runtime, prompt, options))
             if usage.finish_reason == "cancelled":
                 return None
             usages.append(usage)
@@ -343,13 +343,3 @@ def _cell(fld: Field, best: Candidate | None, all_found: list[Candidate], read_t
         segment_id=seg.id if seg is not None else None, locator=seg.locator if seg is not None else Locator(),
         meta=meta,
     )
-
-
-def _collect(events) -> tuple[str, Usage]:
-    parts, usage = [], Usage()
-    for event in events:
-        if isinstance(event, Usage):
-            usage = event
-        else:
-            parts.append(event.text)
-    return kept_text("".join(parts), usage), usage

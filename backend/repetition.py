@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import closing
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from backend.base import Delta, Event, GenerateOptions, Prompt, Runtime, Usage
 
@@ -113,6 +113,17 @@ def generate_guarded(runtime: Runtime, prompt: Prompt, options: GenerateOptions)
     yield Usage(prompt_tokens=runtime.count_prompt(prompt), completion_tokens=runtime.count_tokens(guard.text),
                 ttft_s=first or total, total_s=total, finish_reason=FINISH_REASON,
                 details={"kept_text": guard.kept, "stopped": "the answer repeated itself; the copies were cut"})
+
+
+def collect(events: Iterable[Event]) -> tuple[str, Usage]:
+    """A whole answer from its stream: the text to keep (the guard's cut, if it cut) and its Usage."""
+    parts, usage = [], Usage()
+    for event in events:
+        if isinstance(event, Delta):
+            parts.append(event.text)
+        else:
+            usage = event
+    return kept_text("".join(parts), usage), usage
 
 
 def kept_text(text: str, usage: Usage) -> str:

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 from backend import citations, shards
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, fitting, neutralise, ref_id
-from backend.repetition import generate_guarded, kept_text
+from backend.repetition import collect, generate_guarded
 from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
@@ -128,7 +128,7 @@ def run_sweep(
         part, prompt = split[0]
         n += 1
         yield Status(f"Reading part {n} of {n + len(queue)}", n - 1, n + len(queue))
-        text, usage = _collect(generate_guarded(runtime, prompt, map_options))
+        text, usage = collect(generate_guarded(runtime, prompt, map_options))
         usages.append(usage)
         refs = part.refs()
         found = findings_from(text, refs, question)
@@ -179,13 +179,3 @@ def run_sweep(
         },
     )
     yield SweepResult(ctx, combined, findings, usages)
-
-
-def _collect(events) -> tuple[str, Usage]:
-    parts, usage = [], Usage()
-    for event in events:
-        if isinstance(event, Delta):
-            parts.append(event.text)
-        else:
-            usage = event
-    return kept_text("".join(parts), usage), usage
