@@ -223,9 +223,12 @@ class LlamaCppRuntime(Runtime):
 
     def tokenize_prompt(self, prompt: Prompt) -> list[int]:
         """Template text with special tokens parsed; system and user text as plain text, whatever it contains."""
+        return self._tokens(self._pieces(prompt))
+
+    def _tokens(self, pieces: list[tuple[str, bool]]) -> list[int]:
         vocab = self._load_vocabulary()
         tokens: list[int] = []
-        for text, is_template in self._pieces(prompt):
+        for text, is_template in pieces:
             tokens += vocab.tokenize(text, special=is_template)
         return tokens
 
@@ -358,13 +361,9 @@ class LlamaCppRuntime(Runtime):
     def prefix_tokens(self, prompt: Prompt) -> list[int]:
         """The tokens every question over this prompt's corpus starts with: the template up to the user's text,
         and that text without the question part (the last part)."""
-        vocab = self._load_vocabulary()
         pieces = self._pieces(Prompt(prompt.system, prompt.parts[:-1]))
         last = max(i for i, (_, is_template) in enumerate(pieces) if not is_template)  # the user's text
-        tokens: list[int] = []
-        for text, is_template in pieces[: last + 1]:
-            tokens += vocab.tokenize(text, special=is_template)
-        return tokens
+        return self._tokens(pieces[: last + 1])
 
     def has_prefix(self, prompt: Prompt) -> bool:
         return self.settings.prefix_cache_mb > 0 and \

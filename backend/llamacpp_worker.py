@@ -178,8 +178,6 @@ class Worker:
                 raise
             finish = "cancelled"
         total = time.perf_counter() - started
-        # A cancel during the prefill leaves the prompt half computed: nothing to keep. One after the first answer
-        # token (Stop, or the loop guard cutting a repeating answer) leaves the prompt whole: its state is kept.
         save_min = int(message.get("save_min", 256))
         usage = {
             "type": "usage", "prompt_tokens": len(tokens), "completion_tokens": completion,

@@ -18,7 +18,7 @@ Per document and per field:
    and that no passage bears out is no finding at all (SmolLM2 invents "the Civil Law of 2019", or copies the
    prompt's "[id] short answer"): it does not fill the cell, and the reply is kept in the cell's meta.
 3. **A second pass** for a field with no verified quote: the document's passages ranked for the field
-   (full-text search, best first, as many as one window holds, in reading order), asked once more.
+   (full-text search, best first, as many as half a shard holds, in reading order), asked once more.
 4. **Not found** otherwise, with how much of the document was read.
 
 This module computes; :meth:`quire.api.Quire.matrix` stores the cells and resumes.

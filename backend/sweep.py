@@ -117,24 +117,20 @@ def run_sweep(
     ``map_tokens`` each), then reduce; the final answer's ids are the session-wide ones of ``segments``."""
     ids = {s.id: ref_id(i) for i, s in enumerate(segments)}  # session-wide: what the answer's citations resolve to
     map_options = dataclasses.replace(options, max_tokens=min(map_tokens, options.max_tokens))
-    queue = shards.plan(segments, counter, shard_tokens)
+    # each shard's prompt, or its halves' when the question is too long for it
+    parts = [fitted for shard in shards.plan(segments, counter, shard_tokens)
+             for fitted in shards.fit(shard, lambda p: p.prompt(map_part(question)), runtime, map_options.max_tokens)]
     findings: list[str] = []
     usages: list[Usage] = []
-    n = 0
-    while queue:
-        shard = queue.pop(0)
-        split = list(shards.fit(shard, lambda part: part.prompt(map_part(question)), runtime, map_options.max_tokens))
-        queue[:0] = [part for part, _ in split[1:]]  # a question too long for the shard: its halves, in turn
-        part, prompt = split[0]
-        n += 1
-        yield Status(f"Reading part {n} of {n + len(queue)}", n - 1, n + len(queue))
+    n = len(parts)
+    for k, (part, prompt) in enumerate(parts):
+        yield Status(f"Reading part {k + 1} of {n}", k, n)
         text, usage = collect(generate_guarded(runtime, prompt, map_options))
         usages.append(usage)
         refs = part.refs()
         found = findings_from(text, refs, question)
         local = {ref: ids.get(seg.id, ref) for ref, seg in refs.items()}
         findings = dedupe(findings + [citations.relabel(line, local) for line in found])
-    map_budget = shard_tokens
     yield Status(f"Combining {len(findings)} findings from {n} parts", n, n)
 
     reduce_budget = runtime.context_window - options.max_tokens - _fixed_cost(runtime, question, REDUCE_SYSTEM, "")
@@ -156,7 +152,7 @@ def run_sweep(
     # Every passage was read by a map pass: the answer's citations (and the matched fallback) resolve against all.
     ctx = AssembledContext(
         prompt=prompt, refs={ref_id(i): s for i, s in enumerate(segments)}, strategy="sweep", tokens_total=total_tokens, tokens_used=total_tokens,
-        segments_total=len(segments), segments_used=len(segments), budget=map_budget, notes=notes,
+        segments_total=len(segments), segments_used=len(segments), budget=shard_tokens, notes=notes,
     )
     combined = Usage(
         prompt_tokens=final.prompt_tokens + sum(u.prompt_tokens for u in usages),

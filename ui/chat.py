@@ -239,13 +239,17 @@ def progress_line(event: Status, elapsed_s: float) -> str:
     and an estimate once part of the work is done (Markdown, escaped)."""
     text = render.md_escape(event.message)
     if event.eta_s and not isinstance(event, Waiting):  # one pass: a bar against the expected time (never full)
-        filled = min(int(10 * elapsed_s / event.eta_s), 9)
-        bar = "▰" * filled + "▱" * (10 - filled)
+        bar = _bar(min(int(10 * elapsed_s / event.eta_s), 9))
         left = max(event.eta_s - elapsed_s, 0)
         return f"_{text}…_  \n`{bar}` ({elapsed_s:.0f} s" + (f", up to about {left:.0f} s left)" if left else ", soon)")
     if isinstance(event, Waiting) or not event.total or event.total <= 1:
         return f"_{text}…_ ({elapsed_s:.0f} s)"
     done, total = min(event.done, event.total), event.total
-    bar = "▰" * round(10 * done / total) + "▱" * (10 - round(10 * done / total))
+    bar = _bar(round(10 * done / total))
     left = f", about {elapsed_s / done * (total - done):.0f} s left" if done else ""
     return f"_{text}…_  \n`{bar}` {done}/{total} ({elapsed_s:.0f} s{left})"
+
+
+def _bar(filled: int) -> str:
+    """Ten cells, ``filled`` of them full."""
+    return "▰" * filled + "▱" * (10 - filled)

@@ -207,6 +207,12 @@ def answer_body(text: str) -> str:
     return "".join(out)
 
 
+def marker(ref: str, session: str, turn_id: int, index: int) -> str:
+    """A citation as a small link that opens it in the viewer."""
+    ref = md_escape(ref)
+    return f'[{ref}]({viewer_url(session, turn_id, index)} "Open {ref} in the viewer")'
+
+
 def _markers(body: str, refs: dict[str, int], session: str | None, turn_id: int) -> str:
     """``[S1]`` in the escaped answer as small links that open that citation in the viewer."""
     if not session or not turn_id or not refs:
@@ -216,7 +222,7 @@ def _markers(body: str, refs: dict[str, int], session: str | None, turn_id: int)
         names = [r.strip() for r in m.group(1).split(",")]
         if not all(r in refs for r in names):
             return m.group(0)
-        return "".join(f'[{r}]({viewer_url(session, turn_id, refs[r])} "Open {r} in the viewer")' for r in names)
+        return "".join(marker(r, session, turn_id, refs[r]) for r in names)
     return _ESCAPED_REFS.sub(link, body)
 
 
@@ -234,20 +240,20 @@ def answer_markdown(turn, session: str | None = None) -> str:
     body = answer_body(turn.answer) if turn.answer.strip() else "_(the model gave no answer)_"
     marked = _markers(body, refs, session, turn.id)
     if marked == body and session and turn.id and turn.citations:  # cited nowhere in the text (matched): after it
-        marked += " " + "".join(f'[{c.ref}]({viewer_url(session, turn.id, i)} "Open {c.ref} in the viewer")'
+        marked += " " + "".join(marker(c.ref, session, turn.id, i)
                                 for i, c in enumerate(turn.citations) if c.segment_id is not None)
     body = marked
     if (turn.meta or {}).get("finish_reason") == "cancelled":
         body += "\n\n**■ Stopped** — the answer was cut short here."
     lines = [f"**⚠ {md_escape(turn.warning)}**", "", body] if turn.warning else [body]
-    if limited_to(turn):
-        lines = [f"_{md_escape(limited_to(turn))}_", "", *lines]
+    if limited := limited_to(turn):
+        lines = [f"_{md_escape(limited)}_", "", *lines]
     if turn.citations:
         lines += ["", "**Sources**"]
         for i, c in enumerate(turn.citations):
             quote = f" — “{md_escape(shorten(c.quote, 160))}”" if c.quote else ""
-            ref = (f'[{md_escape(c.ref)}]({viewer_url(session, turn.id, i)} "Open {md_escape(c.ref)} in the viewer")'
-                   if session and turn.id and c.segment_id is not None else f"**{md_escape(c.ref)}**")
+            ref = (marker(c.ref, session, turn.id, i) if session and turn.id and c.segment_id is not None
+                   else f"**{md_escape(c.ref)}**")
             lines.append(f"- {ref} {md_escape(c.document_name)} · {md_escape(c.locator.place())} · "
                          f"{badge(c.status, c.origin)}{quote}")
     if turn.evidence:
