@@ -75,7 +75,8 @@ def readable(segments: Sequence[SegmentRecord]) -> list[SegmentRecord]:
 
 def fitted(segments: Sequence[SegmentRecord], counter: TokenCounter, limit: int) -> list[SegmentRecord]:
     """The passages, each one longer than ``limit`` cut into consecutive pieces that fit (same id and place,
-    part of the text: a quote found in a piece is in the passage)."""
+    part of the text: a quote found in a piece is in the passage; each piece carries its share of the ingest
+    estimate, so a counter that sees pieces still compares like with like, see ``TokenCounter.scale``)."""
     out: list[SegmentRecord] = []
     todo = list(reversed(segments))
     while todo:
@@ -85,8 +86,12 @@ def fitted(segments: Sequence[SegmentRecord], counter: TokenCounter, limit: int)
             out.append(seg)
             continue
         half = len(words) // 2  # halves until each fits: tokens per word vary too much to cut by proportion
-        todo += [dataclasses.replace(seg, text=" ".join(words[half:])), dataclasses.replace(seg, text=" ".join(words[:half]))]
+        todo += [_piece(seg, " ".join(words[half:])), _piece(seg, " ".join(words[:half]))]
     return out
+
+
+def _piece(seg: SegmentRecord, text: str) -> SegmentRecord:
+    return dataclasses.replace(seg, text=text, tokens=round(seg.tokens * len(text) / max(len(seg.text), 1)))
 
 
 def _greedy(passages: Sequence[SegmentRecord], counter: TokenCounter, limit: int) -> list[list[SegmentRecord]]:

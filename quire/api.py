@@ -859,8 +859,7 @@ class Quire:
                     seed=self.settings.seed, repeat_penalty=self.settings.repeat_penalty or rt.default_repeat_penalty,
                 )
                 segments = self.segments(info)
-                # the matrix's own counts: its ids are each document's own, and a long passage may be cut in pieces
-                counter = TokenCounter(rt)
+                counter = self._counter(rt)  # the counts the sweep and warming made of these shards
                 for n, (doc, pending) in enumerate(todo, 1):
                     own = [s for s in segments if s.document_id == doc.id]
                     label = f"Document {n} of {len(todo)} ({doc.name}): "

@@ -147,3 +147,23 @@ def test_a_q8_0_kv_cache_keeps_states_at_about_half_the_size(settings, corpus):
             answer = [e for e in q.ask("k", "Who are the parties?", strategy="sweep") if isinstance(e, Answer)][0]
             assert answer.turn.answer.strip()  # the quantised cache still answers
     assert 0.4 < sizes["q8_0"] / sizes["f16"] < 0.65, sizes
+
+
+def test_cutting_a_long_passage_leaves_the_estimate_scale_alone(q, vocab_runtime, tmp_path):
+    rt = vocab_runtime
+    q.ingest("long", [_long_text(tmp_path)])
+    segments = q.segments("long")
+    whole = TokenCounter(rt)
+    for i, s in enumerate(segments):
+        whole(f"S{i + 1}", s)
+    planned = TokenCounter(rt)
+    limit = shards.budget(rt, 160)
+    plan = shards.plan(segments, planned, limit)
+    assert sum(len(s.passages) for s in plan) > len(segments)  # a passage was cut in pieces
+    assert abs(planned.scale() - whole.scale()) < 0.1 * whole.scale()
+
+
+def _long_text(folder: Path) -> Path:
+    path = folder / "one-paragraph.txt"
+    path.write_text(" ".join(f"Clause {n} binds the parties to term {n * 7} of the schedule." for n in range(600)))
+    return path
