@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pathspec
 
@@ -247,6 +247,24 @@ def walk_folder(root: str, rules: IgnoreRules) -> Collected:
             _offer(found, root, rel, entry)
         stack.extend(reversed(subdirs))
     return found
+
+
+def document_files(root: str, is_document: Callable[[str], bool]) -> list[str] | None:
+    """The files of a folder of documents (contracts as PDFs, scans, office files), in path order, for
+    adding one by one; None for a codebase: a folder with any source file, or with no document in it.
+
+    The same ignore rules as a codebase's apply (hidden files, .quireignore)."""
+    found = walk_folder(root, IgnoreRules())
+    rels = [rel for rel, _ in found.files]
+    if any(is_source(rel) for rel in rels):
+        return None
+    return sorted((rel for rel in rels if is_document(rel)), key=_tree_key) or None
+
+
+def is_source(rel: str) -> bool:
+    """Whether a path names source code (prose, tables and notebooks are not)."""
+    base = rel.rsplit("/", 1)[-1]
+    return base in NAMED_LANGUAGES or base.lower().endswith(SOURCE_SUFFIXES)
 
 
 def _is_venv(folder: str) -> bool:

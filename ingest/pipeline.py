@@ -17,6 +17,7 @@ from core.document import ParsedDocument
 from core.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile, printable
 from core.settings import Settings
 from ingest.base import ExtractContext, Progress, registry
+from ingest.code import document_files
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor, warm_up
 from ingest.workers import WorkerPool, worker_memory_mb
 from storage import repo
@@ -85,7 +86,7 @@ class Ingestor:
         cancelled: Callable[[], bool] = lambda: False,
         names: dict[str, str] | None = None,
     ) -> list[IngestResult]:
-        paths = [Path(p) for p in paths]
+        paths, names = self._expanded([Path(p) for p in paths], names or {})
         total = len(paths)
         if min(self._workers(), total) > 1:
             self.warm(min(self._workers(), total))  # the workers import while the files are checked and hashed here
@@ -105,8 +106,9 @@ class Ingestor:
             record(job.index, outcome)
 
         for index, path in enumerate(paths):
-            name = (names or {}).get(str(path)) or path.name
-            password = (passwords.get(name) or passwords.get(str(path))) if isinstance(passwords, dict) else passwords
+            name = names.get(str(path)) or path.name
+            password = (passwords.get(name) or passwords.get(path.name) or passwords.get(str(path))) \
+                if isinstance(passwords, dict) else passwords
             outcome = guard(name, lambda: self.plan(session_id, index, path, name, password))
             if isinstance(outcome, Job):
                 jobs.append(outcome)
@@ -126,6 +128,22 @@ class Ingestor:
                 ctx = self._context(job, progress, cancelled)
                 finished(job, guard(job.name, lambda: run_extractor(job, ctx)))
         return [results[i] for i in range(total)]
+
+    @staticmethod
+    def _expanded(paths: list[Path], names: dict[str, str]) -> tuple[list[Path], dict[str, str]]:
+        """The inputs with each folder of documents (no source code in it) replaced by its documents, each named
+        ``folder/relative path``; a folder of code stays one codebase document."""
+        out, names = [], dict(names)
+        for path in paths:
+            files = document_files(str(path), lambda rel: registry.find(Path(rel)) is not None) if path.is_dir() else None
+            if files is None:
+                out.append(path)
+                continue
+            base = names.get(str(path)) or path.name
+            for rel in files:
+                out.append(path / rel)
+                names[str(path / rel)] = f"{base}/{rel}"
+        return out, names
 
     def warm(self, workers: int | None = None) -> None:
         """Start the extraction workers ahead of the first batch (the app does it at launch)."""

@@ -101,3 +101,36 @@ def test_a_repaired_file_says_so(settings, db, blobs, corpus):
         session.id, [corpus / "pdfs/pdfjs/helloworld-bad.pdf"])
     assert result.status == "added"
     assert result.warnings == ["The file was damaged; MuPDF repaired it. Check the page images against the text."]
+
+
+def test_a_folder_of_documents_adds_each_one_and_a_bad_one_does_not_stop_the_rest(settings, db, blobs, tmp_path, corpus):
+    folder = tmp_path / "deal"
+    (folder / "schedules").mkdir(parents=True)
+    contracts = sorted((corpus / "contracts/cuad/pdf").iterdir())[:2]  # real CUAD contracts, one named .PDF
+    for pdf in contracts:
+        (folder / pdf.name).write_bytes(pdf.read_bytes())
+    (folder / "schedules" / "notes.txt").write_text("Schedule A lists the delivery dates.\n")
+    (folder / "schedules" / "broken.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")  # hidden: ignored, as in a codebase
+    session = repo.create_session(db, "s")
+    results = Ingestor(settings.replace(workers=1), db, blobs).ingest(session.id, [folder])
+    by_name = {r.name: r for r in results}
+    assert set(by_name) == {f"deal/{p.name}" for p in contracts} | {"deal/schedules/notes.txt", "deal/schedules/broken.pdf"}
+    assert all(by_name[f"deal/{p.name}"].status == "added" for p in contracts)
+    assert by_name["deal/schedules/notes.txt"].status == "added"
+    broken = by_name["deal/schedules/broken.pdf"]
+    assert broken.status == "error" and broken.message.startswith("deal/schedules/broken.pdf: ")
+    stored = {d.name: d for d in repo.session_documents(db, session.id)}
+    assert set(stored) == set(by_name) - {"deal/schedules/broken.pdf"}
+    assert {stored[f"deal/{p.name}"].kind for p in contracts} == {"pdf"}
+
+
+def test_a_folder_with_source_code_stays_one_codebase(settings, db, blobs, tmp_path, corpus):
+    tree = tmp_path / "tool"
+    tree.mkdir()
+    (tree / "main.py").write_text("def main():\n    return 'ok'\n")
+    (tree / "manual.pdf").write_bytes((corpus / "pdfs/pdfjs/tracemonkey.pdf").read_bytes())
+    session = repo.create_session(db, "s")
+    (result,) = Ingestor(settings.replace(workers=1), db, blobs).ingest(session.id, [tree])
+    assert result.status == "added" and result.name == "tool"
+    assert repo.get_document(db, result.document_id).kind == "code"
