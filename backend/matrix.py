@@ -27,10 +27,12 @@ This module computes; :meth:`quire.api.Quire.matrix` stores the cells and resume
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from backend import citations, shards
 from backend.base import GenerateOptions, Prompt, Runtime, Usage
@@ -128,6 +130,22 @@ class Stopped:
     """The run was stopped (Stop, or the model's stream was cancelled) before the document was done."""
 
     message: str = "Stopped"
+
+
+class Memo(Protocol):
+    """Where a document's extraction replies are kept while its cells are not yet stored (storage.matrix.ReplyLog):
+    a run stopped inside a document and started again reads them instead of asking the model again."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, reply: str) -> None: ...
+
+
+def reply_key(runtime: Runtime, prompt: Prompt, options: GenerateOptions) -> str:
+    """What one reply depends on: the model, the prompt and the sampling (at temperature 0 it is the same reply)."""
+    what = [runtime.name, runtime.model_name, prompt.system, [(p.kind, p.text, str(p.image_path or "")) for p in prompt.parts],
+            options.max_tokens, options.temperature, options.seed, options.stop, options.repeat_penalty]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
 def _question_part(text: str) -> str:
@@ -240,11 +258,13 @@ def run_document(
     rank: Callable[[Field], Sequence[int]] = lambda f: [],
     stopped: Callable[[], bool] = lambda: False,
     label: str = "",
+    memo: Memo | None = None,
 ) -> Iterator[Status | MatrixCellRecord | Stopped]:
     """Read one document for ``fields``: Status events, then one cell per field (not yet stored), or Stopped.
 
     ``segments`` are the document's own, in reading order; ``rank`` gives a field's best passages of the
-    document (segment ids, best first) for the second pass; ``stopped`` is asked before each model call.
+    document (segment ids, best first) for the second pass; ``stopped`` is asked before each model call;
+    ``memo`` keeps each reply as it comes and gives back those of an earlier, stopped run.
     """
     started = time.perf_counter()
     parts = shards.document_shards(segments, counter, shard_tokens)
@@ -253,6 +273,7 @@ def run_document(
     replies: dict[str, list[str]] = {f.name: [] for f in fields}  # kept in the cell's meta, for review
     options = dataclasses.replace(options, stop=options.stop or STOP)
     usages: list[Usage] = []
+    kept: list[str] = []  # replies of an earlier, stopped run, read back from the memo
     steps = len(parts) * len(fields)
 
     def ask(shard: Shard, fld: Field, pass_no: int) -> list[Candidate] | None:
@@ -260,20 +281,27 @@ def run_document(
         or None when it was stopped."""
         got: list[Candidate] = []
         for part, prompt in shards.fit(shard, lambda p: extraction_prompt(p, fld), runtime, options.max_tokens):
-            reply, usage = collect(generate_guarded(runtime, prompt, options))
-            if usage.finish_reason == "cancelled":
-                return None
-            usages.append(usage)
+            key = reply_key(runtime, prompt, options) if memo is not None else ""
+            reply = memo.get(key) if memo is not None else None
+            if reply is None:
+                reply, usage = collect(generate_guarded(runtime, prompt, options))
+                if usage.finish_reason == "cancelled":
+                    return None
+                usages.append(usage)
+                if memo is not None:
+                    memo.put(key, reply)
+            else:
+                kept.append(reply)
             replies[fld.name].append(reply[:400])
             got += candidates(reply, part.refs(), fld, pass_no)
         return got
 
     for k, shard in enumerate(parts):
         for j, fld in enumerate(fields):
-            if stopped():
+            yield Status(f"{label}part {k + 1} of {len(parts)}: {fld.name}", k * len(fields) + j, steps)
+            if stopped():  # asked after the news, so a Stop pressed on it takes effect before this call
                 yield Stopped()
                 return
-            yield Status(f"{label}part {k + 1} of {len(parts)}: {fld.name}", k * len(fields) + j, steps)
             got = ask(shard, fld, 1)
             if got is None:
                 yield Stopped()
@@ -287,10 +315,10 @@ def run_document(
         best = choose(found[fld.name], fld)
         second = None
         if text and (best is None or best.status != "verified"):  # quoted or unverified: a second look
+            yield Status(f"{label}second pass: {fld.name}", steps, steps)
             if stopped():
                 yield Stopped()
                 return
-            yield Status(f"{label}second pass: {fld.name}", steps, steps)
             chosen = _ranked_shard(text, rank(fld), counter, shard_tokens)
             if chosen:
                 got = ask(chosen, fld, 2)
@@ -303,6 +331,8 @@ def run_document(
                     best = second
         cell = _cell(fld, best, found[fld.name], read_tokens, total_tokens, len(parts), second is not None,
                      usages, time.perf_counter() - started, runtime)
+        if kept:
+            cell.meta["replies_kept"] = len(kept)  # of the document's, read back from a stopped run
         cell.meta["replies"] = replies[fld.name][:8]
         yield cell
 

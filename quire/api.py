@@ -863,10 +863,11 @@ class Quire:
                 for n, (doc, pending) in enumerate(todo, 1):
                     own = [s for s in segments if s.document_id == doc.id]
                     label = f"Document {n} of {len(todo)} ({doc.name}): "
+                    log = matrix.ReplyLog(self.settings.cache_dir / "matrix-replies", info.id, doc.id)
                     with closing(run_document(own, pending, rt, counter=counter, options=options,
                                               shard_tokens=self._shard_tokens(rt),
                                               rank=self._field_ranking(info), stopped=self._stop.is_set,
-                                              label=label)) as events:
+                                              label=label, memo=log)) as events:
                         for event in events:
                             if isinstance(event, Stopped):
                                 stopped = True
@@ -881,6 +882,7 @@ class Quire:
                                 yield Status(event.message, done + int(share * len(pending)), total)
                     if stopped:
                         break
+                    log.discard()  # the document's cells are stored: its replies are of no more use
             finally:
                 self._shared.answering = None
         finally:

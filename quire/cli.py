@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import signal
 import sys
-from contextlib import closing
+import threading
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from core.errors import QuireError, printable
 from core.settings import Settings
@@ -120,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_args(args)
         command = args.command or "serve"
-        return COMMANDS[command](settings, args)
+        if command in ("serve", "mcp"):  # servers: their own shutdown
+            return COMMANDS[command](settings, args)
+        with _term_interrupts():
+            return COMMANDS[command](settings, args)
     except QuireError as exc:
         print(f"error: {printable(exc.user_message())}", file=sys.stderr)
         return EXIT_ERROR
@@ -129,6 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _term_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill``, a job runner's timeout) stops a command as Ctrl-C does, so what is done is kept and the
+    model's process is shut down (a shell's background job ignores SIGINT, so Ctrl-C is not the only way)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def cmd_serve(settings: Settings, args) -> int:
@@ -224,22 +247,33 @@ def cmd_ask(settings: Settings, args) -> int:
 
 def cmd_matrix(settings: Settings, args) -> int:
     fields = parse_fields(args.fields, args.categories)
+    stored = 0
     with Quire(settings) as q, closing(q.matrix(args.session, fields, rerun=args.rerun)) as events:
-        for event in events:
-            if isinstance(event, CellDone):
-                c = event.cell
-                where = c.locator.label() if c.segment_id else ""
-                print(f"{printable(c.document_name)}\t{printable(c.field_name)}\t{c.status_words}"
-                      + (" (kept from an earlier run)" if event.reused else "")
-                      + (f"\t{printable(c.shown_answer[:200])}" if c.shown_answer else "")
-                      + (f'\t{printable(where)}: "{printable(c.quote[:200])}"' if c.quote else ""), flush=True)
-            elif isinstance(event, Status):
-                print(f"[{event.done}/{event.total} cells] {printable(event.message)}", file=sys.stderr, flush=True)
-            elif isinstance(event, MatrixRun):
-                print(f"{event.done} of {event.total} cells ({event.reused} kept from an earlier run) in "
-                      f"{event.wall_s:.1f} s" + ("; stopped: run it again to resume" if event.stopped else ""),
-                      file=sys.stderr)
+        try:
+            for event in events:
+                _print_matrix_event(event)
+                stored += isinstance(event, CellDone) and not event.reused
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the stored cells stay, and so do the row's replies so far
+            print(f"\nstopped: {stored} cells stored in this run; run it again to resume", file=sys.stderr)
+            raise
     return 0
+
+
+def _print_matrix_event(event) -> None:
+    """A finished cell as a line on stdout; progress and the run's end on stderr."""
+    if isinstance(event, CellDone):
+        c = event.cell
+        where = c.locator.label() if c.segment_id else ""
+        print(f"{printable(c.document_name)}\t{printable(c.field_name)}\t{c.status_words}"
+              + (" (kept from an earlier run)" if event.reused else "")
+              + (f"\t{printable(c.shown_answer[:200])}" if c.shown_answer else "")
+              + (f'\t{printable(where)}: "{printable(c.quote[:200])}"' if c.quote else ""), flush=True)
+    elif isinstance(event, Status):
+        print(f"[{event.done}/{event.total} cells] {printable(event.message)}", file=sys.stderr, flush=True)
+    elif isinstance(event, MatrixRun):
+        print(f"{event.done} of {event.total} cells ({event.reused} kept from an earlier run) in "
+              f"{event.wall_s:.1f} s" + ("; stopped: run it again to resume" if event.stopped else ""),
+              file=sys.stderr)
 
 
 def _warming_progress(w) -> None:

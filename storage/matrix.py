@@ -6,6 +6,8 @@ by a rerun that asks something else for its field; the reviewer's mark and edit 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import select
@@ -73,3 +75,42 @@ def mark_cell(db: Database, cell_id: int, mark: str, edit: str = "") -> None:
             raise NotFound(f"Matrix cell {cell_id} no longer exists.", hint="Run the matrix again.")
         row.mark = mark
         row.edit = edit.strip() if mark == "edited" else ""
+
+
+class ReplyLog:
+    """The extraction replies of one document whose cells are not stored yet, appended to a file as each comes
+    (one JSON line), so that a run stopped inside a long document and started again reads them back instead of
+    asking the model again; :meth:`discard` it once the document's cells are stored. A cache: losing it costs
+    time, never a cell (the run asks again)."""
+
+    def __init__(self, folder: Path, session_id: int, document_id: int) -> None:
+        self.path = Path(folder) / f"{int(session_id)}-{int(document_id)}.jsonl"  # ids only: no name reaches a path
+        self._replies: dict[str, str] | None = None
+
+    def get(self, key: str) -> str | None:
+        return self._read().get(key)
+
+    def put(self, key: str, reply: str) -> None:
+        self._read()[key] = reply
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"key": key, "reply": reply}) + "\n")
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._replies = {}
+
+    def _read(self) -> dict[str, str]:
+        if self._replies is None:
+            self._replies = {}
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except (FileNotFoundError, UnicodeDecodeError):
+                lines = []
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    self._replies[str(entry["key"])] = str(entry["reply"])
+                except (ValueError, KeyError, TypeError):  # a line cut short by a kill: that reply is asked again
+                    continue
+        return self._replies

@@ -1,5 +1,9 @@
 """The review matrix: quotes checked against their source, cells stored, stopped and resumed, with the real model."""
 
+import os
+import signal
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from core.records import MatrixCellRecord
 from quire.api import CellDone, MatrixRun, Quire, Status
 from quire.cli import main as cli_main
 from storage import matrix
+from tests.processes import alive
 
 SMALL = (  # the two shortest CUAD contracts of the shared corpus: one or two shards each at a 1K window
     "PRECIGEN,INC_01_22_2020-EX-99.1-JOINT FILING AGREEMENT.PDF",
@@ -146,6 +151,27 @@ def test_matrix_stops_keeps_what_is_done_and_resumes(mq, corpus):
     assert_quotes_hold(mq, cells)
 
 
+def test_a_run_stopped_inside_a_document_reads_its_replies_back_when_resumed(mq, corpus):
+    mq.ingest("r", contracts(corpus)[:1])
+    (doc,) = mq.documents("r")
+    steps = 0
+    for event in mq.matrix("r", FIELDS):
+        if isinstance(event, Status) and ": part " in event.message:
+            steps += 1
+            if steps == 2:  # the first field of the first shard is answered: Stop before the second model call
+                mq.stop()
+    assert event.stopped and event.done == 0 and mq.matrix_cells("r") == []
+    logs = list((mq.settings.cache_dir / "matrix-replies").glob("*.jsonl"))
+    assert len(logs) == 1 and len(logs[0].read_text().splitlines()) == 1  # the one reply given before Stop
+
+    resumed = [e for e in mq.matrix("r", FIELDS) if isinstance(e, CellDone)]
+    assert len(resumed) == len(FIELDS) and not any(e.reused for e in resumed)
+    for e in resumed:
+        assert e.cell.meta["replies_kept"] == 1  # read back, not asked again
+    assert not logs[0].exists()  # the row is stored: its replies are gone
+    assert_quotes_hold(mq, mq.matrix_cells("r"))
+
+
 def test_cli_prints_each_row_and_resumes(settings, corpus, capsys):
     args = ["--context-window", "1024", "--matrix-answer-tokens", "40", "--workers", "1", "--threads", "2"]
     assert cli_main(["ingest", str(contracts(corpus)[0]), "--session", "cli", *args]) == 0
@@ -159,6 +185,31 @@ def test_cli_prints_each_row_and_resumes(settings, corpus, capsys):
     assert "kept from an earlier run" in again.out and "1 of 1 cells (1 kept" in again.err
     with Quire(settings) as q:
         assert_quotes_hold(q, q.matrix_cells("cli"))
+
+
+def test_sigterm_stops_the_cli_as_ctrl_c_does_and_the_next_run_resumes(settings, corpus):
+    """A background job ignores SIGINT, so ``kill`` (SIGTERM) is how a script stops a long run: the command ends
+    at once with 130, says what it kept, leaves no model process behind, and the next run picks up."""
+    root = Path(__file__).resolve().parent.parent
+    args = ["--context-window", "1024", "--matrix-answer-tokens", "40", "--workers", "1", "--threads", "2"]
+    env = {**os.environ, "QUIRE_HOME": str(settings.home)}
+    assert cli_main(["ingest", *map(str, contracts(corpus)), "--session", "t", *args]) == 0
+    run = [sys.executable, "app.py", "matrix", "--session", "t", "--categories", "Parties,Agreement Date", *args]
+    proc = subprocess.Popen(run, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the first model call has begun
+        if ": part 1 of " in line:
+            break
+    children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped: 0 cells stored in this run; run it again to resume" in err
+    assert children and not any(alive(c) for c in children)  # the model's worker went with it
+    done = subprocess.run(run, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "4 of 4 cells (0 kept from an earlier run)" in done.stderr
+    with Quire(settings) as q:
+        assert len(q.matrix_cells("t")) == 4
 
 
 def test_a_claim_that_quotes_nothing_and_is_borne_out_nowhere_fills_no_cell(mq, corpus):
