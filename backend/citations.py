@@ -35,7 +35,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _COMMON = frozenset(
     "the a an and or of to in on for with is are was were be been by as at from that this it its which who "
     "not no yes has have had do does did will would can could may might shall should than then there their "
-    "what when where whom whose why how these those any some such".split()
+    "what when where whom whose why how these those any some such upon".split()
 )
 _GENERIC = frozenset("contract agreement document documents passage passages say says said tell".split())  # in any question
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "edly", "ed", "es", "s", "ly", "ments", "ment")

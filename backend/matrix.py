@@ -38,6 +38,7 @@ from backend import citations, shards
 from backend.base import GenerateOptions, Prompt, Runtime, Usage
 from backend.clauses import CUAD_CATEGORIES, category
 from backend.context import TokenCounter, fitting, ref_id
+from backend.expansion import expand
 from backend.repetition import collect, generate_guarded
 from backend.shards import Shard
 from backend.sweep import Status
@@ -52,6 +53,7 @@ EXTRACT = (
     "If nothing in the passages answers it, write only: NONE."
 )
 STOP = ["\n\n"]  # one answer is one line or a few; a blank line ends it
+ON_POINT = 2  # of a field's terms a verified quote and its surroundings share (true words beside the point are "quoted")
 MIN_QUOTE_WORDS = 3  # a shorter "quote" ("the Company") is found anywhere and proves nothing
 SECOND_PASS_SHARE = 0.5  # of the shard budget the ranked passages of the second pass fill (the best few are what it is for; half the prefill)
 _LABEL = re.compile(r"^\s*[-*•]?\s*(answer|quote|passage|id)\s*[:\-]\s*", re.IGNORECASE)
@@ -78,6 +80,12 @@ class Field:
 
     def prompt_text(self) -> str:
         return self.question if self.question == self.name else f"{self.name}. {self.question}"
+
+    def terms(self) -> set[str]:
+        """The stems a clause for this field is drafted in: its name's, with the contract wording the name brings
+        (``backend.expansion``: "Cap on Liability" brings "shall not exceed", "aggregate"). A CUAD description is
+        left out: its words ("party", "obligation", "include") are in any clause."""
+        return citations.stems(expand(self.name)) or citations.stems(self.prompt_text())
 
 
 def parse_fields(fields: str | Sequence[str] = "", categories: str | Sequence[str] = "") -> list[Field]:
@@ -229,9 +237,16 @@ def _checked(answer: str, quote: str, cited: list[str], refs: dict[str, SegmentR
 
 
 def relevance(c: Candidate, fld: Field) -> int:
-    """How many of the field's stemmed words the candidate's quote, answer and surroundings share."""
+    """How many of the field's terms the candidate's quote and its surroundings in the source share. The model's
+    own answer does not count: it echoes the field whatever it quotes ("the initial term expires on [date]")."""
     around = citations.around(c.quote, c.segment.text) if c.segment is not None and c.quote else ""
-    return len(citations.stems(fld.prompt_text()) & citations.stems(f"{c.quote} {c.answer} {around}"))
+    return len(fld.terms() & citations.stems(f"{c.quote} {around}"))
+
+
+def on_point(c: Candidate, fld: Field) -> bool:
+    """Whether a found quote is about the field: it shares :data:`ON_POINT` of the field's terms (all, when the
+    field has fewer). A clause on survival shares only "termination" with "Termination for Convenience"."""
+    return relevance(c, fld) >= min(ON_POINT, len(fld.terms()))
 
 
 def choose(found: Sequence[Candidate], fld: Field) -> Candidate | None:
@@ -240,7 +255,7 @@ def choose(found: Sequence[Candidate], fld: Field) -> Candidate | None:
         return None
     ranked = sorted(enumerate(found), key=lambda ic: (ic[1].status != "verified", -relevance(ic[1], fld), ic[0]))
     best = ranked[0][1]
-    if best.status == "verified" and not relevance(best, fld):
+    if best.status == "verified" and not on_point(best, fld):
         # true words, beside the point (SmolLM2 copies a sentence of the passage whatever is asked): like an
         # answer's citation, "quoted", not verified; it keeps its place so the reviewer sees what was found
         best = dataclasses.replace(best, status="quoted")

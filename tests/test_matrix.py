@@ -82,6 +82,29 @@ def test_a_reply_is_verified_only_where_its_words_are(mq, corpus):
     assert candidates("NONE", refs, fld, 1) == []
 
 
+RESELLER = "HealthcareIntegratedTechnologiesInc_20190812_8-K_EX-10.1_11776966_EX-10.1_Reseller Agreement.pdf"
+
+
+def test_true_words_of_another_clause_are_quoted_not_verified(mq, corpus):
+    """A quote is verified only when it is about its field: SmolLM2 quoted this contract's survival clause for Cap
+    on Liability, Anti-Assignment and Termination for Convenience alike, each time with an answer echoing the
+    field. The words are the contract's, so the cell shows them, as quoted; the cap clause itself is verified."""
+    mq.ingest("r", [corpus / "contracts" / "cuad" / "pdf" / RESELLER])
+    refs = {f"S{i + 1}": s for i, s in enumerate(s for s in mq.segments("r") if s.kind == "text")}
+
+    def ref_of(words: str) -> str:
+        return next(r for r, s in refs.items() if citations.locate(words, s.text))
+
+    survival = "Upon termination of this Agreement, the provisions in Sections 1, 6.5, 7, 8, 9, 10, 11"
+    cap = "IN NO EVENT SHALL SUPPLIER BE LIABLE UNDER, OR OTHERWISE IN CONNECTION WITH, THIS AGREEMENT"
+    fld = Field.of("Cap on Liability")
+    [echo] = candidates(f'[{ref_of(survival)}] the cap on liability is limited "{survival}"', refs, fld, 1)
+    assert echo.status == "verified" and echo.quote in refs[echo.ref].text  # the words are there ...
+    assert choose([echo], fld).status == "quoted"  # ... and say nothing of a cap, whatever the answer says
+    [real] = candidates(f'[{ref_of(cap)}] no indirect damages "{cap}"', refs, fld, 1)
+    assert choose([echo, real], fld) == real and real.status == "verified"
+
+
 def test_fields_from_free_text_and_cuad_categories():
     assert len(CUAD_CATEGORIES) == 41
     fields = parse_fields("Governing law; Can either party terminate for convenience?", "Cap on Liability")
