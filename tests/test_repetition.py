@@ -1,8 +1,10 @@
 """Degenerate output is stopped: the loop guard on text, the sweep's findings each once, and the real model."""
 
 from pathlib import Path
+from typing import Iterator
 
 from backend import sweep
+from backend.base import Delta, Event, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.repetition import FINISH_REASON, RepetitionGuard
 from core.document import Locator
 from core.records import SegmentRecord
@@ -68,3 +70,70 @@ def test_the_real_model_stops_when_it_loops(settings, corpus, tmp_path):
     assert turn.completion_tokens < 200
     assert not fed([turn.answer + "\n"]).looping  # what is stored has no copies
     assert "stopped" in turn.meta
+
+
+class Scripted(Runtime):
+    """Streams a fixed reply a few characters at a time and counts what it sent; one that ``stops`` ends its stream
+    on cancel() with a Usage, as the embedded runtimes do, and one that does not must be closed."""
+
+    name = "scripted"
+
+    def __init__(self, settings, reply: str, stops: bool = True) -> None:
+        super().__init__(settings)
+        self.reply, self.stops, self.sent, self.finished, self.cancelled = reply, stops, 0, False, False
+
+    @property
+    def context_window(self) -> int:
+        return 2048
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def generate(self, prompt: Prompt, options: GenerateOptions) -> Iterator[Event]:
+        for i in range(0, len(self.reply), 5):
+            if self.cancelled and self.stops:
+                yield Usage(prompt_tokens=10, completion_tokens=i // 5, cached_tokens=7, finish_reason="cancelled")
+                return
+            self.sent = i + 5
+            yield Delta(self.reply[i:i + 5])
+        self.finished = True
+        yield Usage(prompt_tokens=10, completion_tokens=len(self.reply) // 5, cached_tokens=7, finish_reason="stop")
+
+
+def read(rt: Scripted, refs, question):
+    return sweep.read_part(rt, Prompt("", [Part("text", "q")]), GenerateOptions(max_tokens=160), refs, question)
+
+
+def test_a_map_reply_is_ended_after_two_lines_with_no_verified_finding(settings):
+    """The map pass stops a reply once two lines in a row hold no verified finding (an invented quote, or true
+    words beside the question), or when it starts with NONE; a verified one between misses keeps it going. The
+    lines read are kept as findings as before (an unverified one too: the reduce pass and its checks judge)."""
+    refs = {"S4": seg(4, "TEST PAGE. This fax test page is for testing purposes only."),
+            "S5": seg(5, "Either party may terminate this Agreement for convenience on 30 days notice.")}
+    question = "Which agreements can be terminated for convenience?"
+    good = '- [S5] either party may terminate "terminate this Agreement for convenience"\n'
+    invented = ['- [S5] it ends "on the first day of every leap year"\n',
+                '- [S4] it can be ended "This fax test page is for testing purposes only"\n',
+                '- [S5] notice "ninety days written notice by courier"\n']
+    read_lines = invented[0] + good + invented[1] + invented[2]
+    reply = read_lines + good.replace("either", "any") + "- more\n" * 30
+
+    rt = Scripted(settings, reply)
+    text, usage = read(rt, refs, question)
+    assert rt.cancelled and not rt.finished and rt.sent <= len(read_lines) + 5  # the model stopped writing there
+    assert text == read_lines.rstrip("\n")
+    assert sweep.findings_from(text, refs, question) == [invented[0].strip(), good.strip(), invented[2].strip()]
+    assert usage.finish_reason == "stop" and usage.details["ended"] and usage.cached_tokens == 7  # the runtime's count
+
+    deaf = Scripted(settings, reply, stops=False)  # cancel() does nothing: the stream is closed a few pieces on
+    text, usage = read(deaf, refs, question)
+    assert not deaf.finished and deaf.sent <= len(read_lines) + 5 * (sweep.CANCEL_PIECES + 2)
+    assert text == read_lines.rstrip("\n") and usage.details["ended"]
+
+    none = Scripted(settings, "NONE\n" + good * 4)
+    assert read(none, refs, question)[0] == "NONE" and not none.finished
+
+    whole = Scripted(settings, good + good.replace("either", "any"))
+    text, usage = read(whole, refs, question)
+    assert whole.finished and not whole.cancelled and text == whole.reply
+    assert usage.finish_reason == "stop" and "ended" not in usage.details
