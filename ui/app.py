@@ -54,6 +54,7 @@ CSS = """
 #chat details.quire-meta summary { cursor: pointer; }
 #chat-documents { font-size: .92em; overflow-wrap: anywhere; }
 #ask-only label { overflow-wrap: anywhere; max-width: 100%; }  /* long file names wrap inside the panel */
+#citations td, #citations th { word-break: normal !important; overflow-wrap: break-word; }  /* "unverified" whole */
 #chat-documents small { color: var(--body-text-color-subdued); }
 @media (max-width: 900px) {
   .quire-viewer, .quire-viewer-empty { height: 520px; }

@@ -180,7 +180,7 @@ class ChatTab(UserScoped):
                     only = gr.CheckboxGroup(label="Ask only these documents", choices=[], elem_id="ask-only",
                                             info="None ticked: all of them.")
                     drop = gr.File(label="Drop files here to add them", file_count="multiple", type="filepath",
-                                   height=110, elem_id="chat-upload", elem_classes=["quire-drop"])
+                                   height=160, elem_id="chat-upload", elem_classes=["quire-drop"])
                     gr.Markdown(DROP_HINT, elem_classes=["quire-hint"])
                     dropped = gr.Markdown(elem_id="chat-upload-report")
             with gr.Column(scale=5, min_width=420):
@@ -203,7 +203,7 @@ class ChatTab(UserScoped):
                         turn_info = gr.Markdown(elem_id="turn-info")
                 table = gr.Dataframe(headers=render.CITATION_HEADERS, label="Citations", interactive=False,
                                      wrap=True, column_count=5, max_height=260, elem_id="citations",
-                                     column_widths=["8%", "20%", "16%", "16%", "40%"])
+                                     column_widths=["9%", "19%", "13%", "24%", "35%"])
             with gr.Column(scale=4, min_width=340, elem_id="viewer-column"):
                 pick = gr.Dropdown(label="Open citation", choices=[], elem_id="open-citation",
                                    info="Or click a marker in the answer, or a row in the Citations table.")
