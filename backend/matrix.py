@@ -90,8 +90,9 @@ class Field:
 
 def parse_fields(fields: str | Sequence[str] = "", categories: str | Sequence[str] = "") -> list[Field]:
     """Fields from free text (one per line or separated by ``;``) and CUAD category names (comma-separated,
-    or ``all``), each once, in order."""
-    texts = _split(fields, r"[\n;]")
+    or ``all``), each once, in order. Free text that is only CUAD names with commas between them is those names
+    ("Governing Law, Cap on Liability" is two fields; "Term, renewal and notice" stays one)."""
+    texts = [piece for text in _split(fields, r"[\n;]") for piece in _names_or_text(text)]
     names = _split(categories, r"[\n,;]")
     if [n.lower() for n in names] == ["all"]:
         names = [c.name for c in CUAD_CATEGORIES]
@@ -104,6 +105,11 @@ def parse_fields(fields: str | Sequence[str] = "", categories: str | Sequence[st
         raise QuireError("No fields were given for the matrix.",
                          hint="Type the fields (one per line), or pick CUAD categories.")
     return out
+
+
+def _names_or_text(text: str) -> list[str]:
+    names = _split(text, r",")
+    return names if len(names) > 1 and all(category(n) is not None for n in names) else [text]
 
 
 def _split(value: str | Sequence[str], separators: str) -> list[str]:

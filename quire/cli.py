@@ -247,6 +247,8 @@ def cmd_ask(settings: Settings, args) -> int:
 
 def cmd_matrix(settings: Settings, args) -> int:
     fields = parse_fields(args.fields, args.categories)
+    print(f"{len(fields)} field{'s' if len(fields) != 1 else ''}: " + "; ".join(printable(f.name) for f in fields),
+          file=sys.stderr, flush=True)
     stored = 0
     with Quire(settings) as q, closing(q.matrix(args.session, fields, rerun=args.rerun)) as events:
         try:

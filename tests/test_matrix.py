@@ -111,6 +111,8 @@ def test_fields_from_free_text_and_cuad_categories():
     assert [f.name for f in fields] == ["Governing Law", "Can either party terminate for convenience?", "Cap on Liability"]
     assert "law governs" in fields[0].question and fields[1].question == fields[1].name
     assert len(parse_fields("", "all")) == 41
+    typed = parse_fields("Governing Law, Cap on Liability;Term, renewal and notice")  # commas between CUAD names
+    assert [f.name for f in typed] == ["Governing Law", "Cap on Liability", "Term, renewal and notice"]
     with pytest.raises(QuireError, match="Unknown CUAD categories: Nonsense"):
         parse_fields("", "Nonsense")
     with pytest.raises(QuireError):
@@ -202,7 +204,7 @@ def test_cli_prints_each_row_and_resumes(settings, corpus, capsys):
     out = capsys.readouterr()
     [line] = [ln for ln in out.out.splitlines() if ln.startswith("PRECIGEN")]
     assert "\tDocument Name\t" in line and ("verified" in line or "not found" in line)
-    assert "1 of 1 cells (0 kept from an earlier run)" in out.err
+    assert "1 of 1 cells (0 kept from an earlier run)" in out.err and "1 field: Document Name" in out.err
     assert cli_main(["matrix", "--session", "cli", "--categories", "Document Name", *args]) == 0
     again = capsys.readouterr()
     assert "kept from an earlier run" in again.out and "1 of 1 cells (1 kept" in again.err
