@@ -47,23 +47,23 @@ def main() -> None:
             page.get_by_label("Session").first.wait_for(timeout=60_000)
             page.get_by_label("New session").fill("Three contracts")
             page.get_by_role("button", name="Create").click()
-            page.wait_for_function("() => document.querySelector('#chat-documents').innerText.includes('No documents')")
+            page.wait_for_function("() => (document.querySelector('#chat-documents')?.innerText ?? '').includes('No documents')")
             with page.expect_file_chooser() as chooser:
                 page.locator("#chat-upload").get_by_text("Click to Upload").first.click()
             start = time.monotonic()
             chooser.value.set_files([str(p) for p in pdfs])
             names = [p.name for p in pdfs]
             page.wait_for_function(
-                "ns => ns.every(n => document.querySelector('#chat-upload-report').innerText.includes(n + ': added'))",
+                "ns => ns.every(n => (document.querySelector('#chat-upload-report')?.innerText ?? '').includes(n + ': added'))",
                 arg=names, timeout=900_000)
             marks["ingested"] = time.monotonic() - start
             box = page.get_by_role("textbox", name="Question")
             box.fill(QUESTION)
             box.press("Enter")
             marks["asked"] = time.monotonic() - start
-            page.wait_for_function("() => document.querySelector('#chat').innerText.includes('▍')", timeout=900_000)
+            page.wait_for_function("() => (document.querySelector('#chat')?.innerText ?? '').includes('▍')", timeout=900_000)
             marks["first_token"] = time.monotonic() - start
-            page.wait_for_function("() => { const t = document.querySelector('#chat').innerText; "
+            page.wait_for_function("() => { const t = (document.querySelector('#chat')?.innerText ?? ''); "
                                    "return t.includes('How this was answered') && !t.includes('▍'); }", timeout=900_000)
             marks["answer"] = time.monotonic() - start
             page.locator("#chat details.quire-meta summary").last.click()

@@ -100,7 +100,7 @@ def visit(browser, server):
     page.get_by_label("Session").first.wait_for(timeout=60_000)
     # the page's load events have shown a session (a Create clicked before that would be overwritten by them)
     playwright.expect(page.get_by_label("Session", exact=True)).not_to_have_value("", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#chat-documents').innerText.trim().length > 0",
+    page.wait_for_function("() => (document.querySelector('#chat-documents')?.innerText ?? '').trim().length > 0",
                            timeout=60_000)
     yield page, dialogs
     context.close()
@@ -127,7 +127,7 @@ def chat_text(page) -> str:
 def answered(page, question: str) -> None:
     """Until the answer to ``question`` is complete: no cursor, and its folded meta line closes it."""
     page.wait_for_function(
-        "q => { const t = document.querySelector('#chat').innerText; const i = t.lastIndexOf(q); "
+        "q => { const t = (document.querySelector('#chat')?.innerText ?? ''); const i = t.lastIndexOf(q); "
         "return i >= 0 && t.slice(i).includes('How this was answered') && !t.includes('▍'); }",
         arg=question, timeout=ANSWER_S * 1000)
 
@@ -212,7 +212,7 @@ def test_create_a_session_and_upload_two_pdfs_and_a_zip(page, files):
     assert "vault.pdf: added" in report.inner_text() and "tool.zip: added" in report.inner_text()
     assert not progress_on_table
     page.wait_for_function("() => ['vault.pdf', 'lease.pdf', 'tool.zip', 'notes.txt'].every(n => "
-                           "document.querySelector('#documents-table').innerText.includes(n))", timeout=30_000)
+                           "(document.querySelector('#documents-table')?.innerText ?? '').includes(n))", timeout=30_000)
     assert session.input_value() == "Deal room"
 
 
@@ -230,13 +230,13 @@ def test_ask_streams_then_stop_ends_one_answer_and_the_next_still_answers(page):
     page.get_by_role("button", name="Ask").click()
     partials_seen(page, 2)
     page.get_by_role("button", name="Stop").click()
-    page.wait_for_function("() => !document.querySelector('#chat').innerText.includes('▍')", timeout=30_000)
+    page.wait_for_function("() => !(document.querySelector('#chat')?.innerText ?? '▍').includes('▍')", timeout=30_000)
     assert "Stopped" in chat_text(page)  # the answer so far is kept, and marked
 
     stopped = chat_text(page)
     question.fill("What is the rent?")
     page.get_by_role("button", name="Ask").click()
-    page.wait_for_function("() => document.querySelector('#chat').innerText.includes('What is the rent?')")
+    page.wait_for_function("() => (document.querySelector('#chat')?.innerText ?? '').includes('What is the rent?')")
     answered(page, "What is the rent?")  # to the end: its folded meta line (strategy, time) closes the message
     assert len(chat_text(page)) > len(stopped)
 
@@ -281,9 +281,9 @@ def test_a_file_dropped_on_the_chat_is_added_to_the_session(page, files):
     with page.expect_file_chooser() as chooser:
         page.locator("#chat-upload").get_by_text(re.compile("Drop File Here|Click to Upload", re.I)).first.click()
     chooser.value.set_files([str(files["code"])])
-    page.wait_for_function("() => document.querySelector('#chat-upload-report').innerText.includes('meter.py: added')",
+    page.wait_for_function("() => (document.querySelector('#chat-upload-report')?.innerText ?? '').includes('meter.py: added')",
                            timeout=120_000)
-    page.wait_for_function("() => document.querySelector('#chat-documents').innerText.includes('meter.py')",
+    page.wait_for_function("() => (document.querySelector('#chat-documents')?.innerText ?? '').includes('meter.py')",
                            timeout=30_000)
     assert "readable" in page.locator("#chat-documents").inner_text()
     playwright.expect(page.locator("#ask-only").get_by_label("meter.py")).to_be_visible()
@@ -317,7 +317,7 @@ def test_esc_stops_an_answer(page):
     page.get_by_role("button", name="Ask").click()
     partials_seen(page, 1)
     page.keyboard.press("Escape")
-    page.wait_for_function("() => !document.querySelector('#chat').innerText.includes('▍')", timeout=30_000)
+    page.wait_for_function("() => !(document.querySelector('#chat')?.innerText ?? '▍').includes('▍')", timeout=30_000)
     assert chat_text(page).count("Stopped") == stopped_before + 1  # this one, kept and marked
 
 
@@ -327,7 +327,7 @@ def test_the_matrix_on_two_documents_and_two_fields_opens_a_cell_in_the_viewer(p
     for name in ("vault.pdf", "lease.pdf"):
         page.locator("#matrix-documents").get_by_label(name).check()
     page.locator("#matrix-run").click()
-    page.wait_for_function("() => /Done\\.|Stopped/.test(document.querySelector('#matrix-progress').innerText)",
+    page.wait_for_function("() => /Done\\.|Stopped/.test((document.querySelector('#matrix-progress')?.innerText ?? ''))",
                            timeout=ANSWER_S * 4 * 1000)
     progress = page.locator("#matrix-progress").inner_text()
     assert "4 of 4 cells" in progress, progress
@@ -337,7 +337,7 @@ def test_the_matrix_on_two_documents_and_two_fields_opens_a_cell_in_the_viewer(p
         for k in range(2):  # the document's two cells, one per field
             before = frame_url(page, "matrix-viewer-frame")
             page.locator("#matrix-cells [role=gridcell][data-col='1']", has_text=name).nth(k).click()
-            page.wait_for_function("n => document.querySelector('#matrix-cell-title').innerText.includes(n)",
+            page.wait_for_function("n => (document.querySelector('#matrix-cell-title')?.innerText ?? '').includes(n)",
                                    arg=name, timeout=30_000)
             page.wait_for_timeout(500)
             if "No passage to open" in title.inner_text():
@@ -370,10 +370,10 @@ def test_export_html_downloads_and_opens(page, browser):
 def test_after_a_reload_everything_is_still_there(page):
     page.reload()
     playwright.expect(page.get_by_label("Session", exact=True)).to_have_value("Deal room", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#chat').innerText.includes('7351')", timeout=30_000)
+    page.wait_for_function("() => (document.querySelector('#chat')?.innerText ?? '').includes('7351')", timeout=60_000)
     assert "Stopped" in chat_text(page)  # the stopped answer was stored with its mark
     tab(page, "Documents")
-    page.wait_for_function("() => document.querySelector('#documents-table').innerText.includes('vault.pdf')",
+    page.wait_for_function("() => (document.querySelector('#documents-table')?.innerText ?? '').includes('vault.pdf')",
                            timeout=30_000)
 
 
@@ -417,7 +417,7 @@ def test_screenshots_of_every_screen(page, server):
     shots.mkdir(parents=True, exist_ok=True)
     page.reload()  # without the toasts of the tests before
     playwright.expect(page.get_by_label("Session", exact=True)).to_have_value("Deal room", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#chat').innerText.includes('7351')", timeout=30_000)
+    page.wait_for_function("() => (document.querySelector('#chat')?.innerText ?? '').includes('7351')", timeout=60_000)
     for name in SCREENS:
         tab(page, name)
         page.wait_for_timeout(700)
@@ -432,7 +432,7 @@ def test_screenshots_of_every_screen(page, server):
     dark.set_viewport_size(VIEWPORT)
     dark.goto(server[0] + "?__theme=dark")
     dark.get_by_label("Session").first.wait_for(timeout=60_000)
-    dark.wait_for_function("() => document.querySelector('#chat').innerText.includes('7351')", timeout=30_000)
+    dark.wait_for_function("() => (document.querySelector('#chat')?.innerText ?? '').includes('7351')", timeout=60_000)
     dark.screenshot(path=str(shots / "chat-dark-1280x800.png"))
     dark.set_viewport_size({"width": 768, "height": 1024})
     dark.wait_for_timeout(500)
