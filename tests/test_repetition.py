@@ -137,3 +137,24 @@ def test_a_map_reply_is_ended_after_two_lines_with_no_verified_finding(settings)
     text, usage = read(whole, refs, question)
     assert whole.finished and not whole.cancelled and text == whole.reply
     assert usage.finish_reason == "stop" and "ended" not in usage.details
+
+
+def test_a_map_reply_out_of_the_asked_form_ends_at_its_first_line_that_no_passage_bears_out(settings):
+    """A line that cites no passage and quotes nothing (SmolLM2's numbered lists, the question restated with an
+    invented law) ends the reply at once instead of after a second such line; an uncited line that a passage of
+    the shard bears out (found by matching) is a finding and the reply goes on."""
+    refs = {"S1": seg(1, "This Agreement shall be governed by the laws of the State of Florida."),
+            "S2": seg(2, "Either party may terminate this Agreement on 30 days written notice.")}
+    question = "Which state's law governs each agreement?"
+    junk = "1. The law that governs each agreement is the Federal Trade Commission Act of 1970.\n"
+    after = ('- [S1] governed by "the laws of the State of Florida"\n'
+             '- [S1] the Agreement "shall be governed by the laws of the State of Florida"\n')
+    rt = Scripted(settings, junk + after)
+    text, usage = read(rt, refs, question)
+    assert rt.cancelled and rt.sent <= len(junk) + 5 and text == junk.strip() and usage.details["ended"]
+
+    matched = "1. This agreement is governed by the laws of the State of Florida.\n"
+    rt = Scripted(settings, matched + after)
+    text, _ = read(rt, refs, question)
+    assert not rt.cancelled and text == matched + after  # read to its end: every line checked out
+    assert sweep.findings_from(matched, refs, question)  # the uncited line is a finding, its passage matched
