@@ -1,10 +1,12 @@
-"""Safe, in-place reading of zip and tar archives (nothing is ever extracted to disk).
+"""Safe, in-place reading of zip and tar archives (nothing is ever extracted by a member's name).
 
 A member is offered only if its path stays inside the archive (no absolute
 paths, drive letters or ``..``) and it is a regular file. Links, special files,
 encrypted members and members that look like compression bombs are refused and
 reported in ``skipped``; an archive whose members add up past the limits is
-refused as a whole with :class:`TooLarge`.
+refused as a whole with :class:`TooLarge`. A member's data is read into memory
+(:meth:`ArchiveReader.read`) or copied into a file the caller opened
+(:meth:`ArchiveReader.copy`), never to a path made from its name.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import re
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from core.errors import CorruptFile, TooLarge
 
+COPY_CHUNK = 1 << 20  # a member is copied out this much at a time, never held whole in memory
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -223,6 +227,39 @@ class ArchiveReader:
                 data = tf.extractfile(ti).read(ti.size + 1)
                 yield (path, data, "") if len(data) == ti.size else (path, None, "truncated member")
 
+    def copy(self, wanted: set[str], open_target: Callable[[str], BinaryIO]) -> Iterator[tuple[str, str]]:
+        """(path, problem) for each wanted member, in archive order, its data written in chunks to the file
+        ``open_target(path)`` returns, which is closed after; problem is "" when the member was copied whole.
+        Where the data goes is the caller's choice: nothing here makes a path from a member's name.
+
+        A damaged tar stream ends the walk: the member being copied then has a problem, and the wanted members
+        after it are not yielded at all."""
+        if self._zip is not None:
+            for path, info in self._infos.items():
+                if path in wanted:
+                    yield path, self._copy_zip(info, open_target(path))
+            return
+        current = None
+        try:
+            for ti, path, tf in self._walk_tar():
+                if path in wanted and ti.isreg():
+                    current = path
+                    with open_target(path) as out:
+                        copied = _copy(tf.extractfile(ti), out, ti.size)
+                    current = None
+                    yield path, "" if copied == ti.size else "truncated member"
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            if current is not None:
+                yield current, f"unreadable member ({exc})"
+
+    def _copy_zip(self, info: zipfile.ZipInfo, out: BinaryIO) -> str:
+        try:
+            with out, self._zip.open(info) as src:  # reading to the end checks the member's CRC
+                copied = _copy(src, out, info.file_size)
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError, zlib.error) as exc:
+            return f"unreadable member ({exc})"
+        return "" if copied == info.file_size else "size differs from its header"
+
     def _read_zip_safely(self, path: str, info: zipfile.ZipInfo) -> tuple[str, bytes | None, str]:
         try:
             return path, self._read_zip(info), ""
@@ -235,3 +272,15 @@ class ArchiveReader:
         if len(data) != info.file_size:
             raise ValueError("size differs from its header")
         return data
+
+
+def _copy(src: BinaryIO, out: BinaryIO, size: int) -> int:
+    """Copy at most ``size`` + 1 bytes (one past the header's size shows a header that lies); the count copied."""
+    copied = 0
+    while copied <= size:
+        block = src.read(min(COPY_CHUNK, size + 1 - copied))
+        if not block:
+            break
+        out.write(block)
+        copied += len(block)
+    return copied

@@ -261,6 +261,28 @@ def document_files(root: str, is_document: Callable[[str], bool]) -> list[str] |
     return sorted((rel for rel in rels if is_document(rel)), key=_tree_key) or None
 
 
+def archive_documents(reader: ArchiveReader, is_document: Callable[[str], bool]
+                      ) -> tuple[list[tuple[str, int]], list[dict]] | None:
+    """The members of an archive of documents as (path, size), in path order, and the members that would be
+    documents but that the archive's safety rules refused ({"path", "reason"}); None for a codebase: an archive
+    with any source file, or with no document in it.
+
+    The same ignore rules as a codebase's apply (.DS_Store and the like, .gitignore, .quireignore); the resource
+    forks macOS adds to the zips it makes (``__MACOSX/``, ``._name``) are no documents."""
+    found = collect_archive(reader, IgnoreRules())
+    if any(is_source(rel) for rel, _ in found.files):
+        return None
+    members = sorted(((rel, size) for rel, size in found.files if is_document(rel) and not _resource_fork(rel)),
+                     key=lambda member: _tree_key(member[0]))
+    if not members:
+        return None
+    return members, [s for s in found.skipped if is_document(s["path"]) and not _resource_fork(s["path"])]
+
+
+def _resource_fork(rel: str) -> bool:
+    return rel.startswith("__MACOSX/") or rel.rsplit("/", 1)[-1].startswith("._")
+
+
 def is_source(rel: str) -> bool:
     """Whether a path names source code (prose, tables and notebooks are not)."""
     base = rel.rsplit("/", 1)[-1]

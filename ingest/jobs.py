@@ -63,6 +63,7 @@ class Job:
     sha: str | None  # None for folders: hashed from their content after extraction
     password: str | None = None
     lookup: str = ""  # the file name the extractor registry resolves (see _extractor_key)
+    source: str = ""  # kept with the document as where it came from (an archive's member: "archive/member")
 
 
 def run_extractor(job: Job, ctx: ExtractContext) -> ParsedDocument:

@@ -1,23 +1,32 @@
-"""The ingestion pipeline: files and folders in, stored documents out.
+"""The ingestion pipeline: files, folders and archives in, stored documents out.
 
 For each input: refuse what cannot be read with a message naming the file,
 skip what the database already holds (by sha256), run the extractor, keep the
 original bytes as a content-addressed blob, and write the document with all
 its segments in one transaction. One bad file never stops the batch.
+
+A folder or archive of documents (no source code in it) is added document by
+document; an archive's documents are copied for the batch into temporary files
+under the cache directory, removed when the batch ends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from core.document import ParsedDocument
-from core.errors import EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile, printable
+from core.errors import CorruptFile, EmptyFile, IngestError, NotReadable, TooLarge, UnsupportedFile, printable
 from core.settings import Settings
+from ingest.archive import ArchiveLimits, ArchiveReader, is_archive
 from ingest.base import ExtractContext, Progress, registry
-from ingest.code import document_files
+from ingest.code import archive_documents, document_files
 from ingest.jobs import IngestResult, Job, extract_in_worker, guard, load_extractors, run_extractor, warm_up
 from ingest.workers import WorkerPool, worker_memory_mb
 from storage import repo
@@ -61,6 +70,43 @@ def sniff_suffix(path: Path) -> str | None:
     return None
 
 
+@dataclass
+class Input:
+    """One thing to add: a file or folder as given, or a document found in a folder or archive given."""
+
+    path: Path  # on disk; an archive's member: its temporary copy
+    name: str  # shown and stored: "a.pdf", "deal/schedules/b.pdf", "deal.zip/schedules/b.pdf"
+    source: str = ""  # where it came from, kept with the document: the path, or "archive/member"
+    problem: IngestError | None = None  # a member that could not be taken out of its archive: reported, not read
+
+    def __post_init__(self) -> None:
+        self.source = self.source or str(self.path)
+
+
+class _Scratch:
+    """One batch's temporary files: a folder of its own under the cache directory, made on first use and
+    removed, with everything in it, when the ``with`` block ends."""
+
+    def __init__(self, parent: Path) -> None:
+        self.parent, self.folder = parent, None
+
+    def __enter__(self) -> _Scratch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def open(self, suffix: str) -> tuple[BinaryIO, Path]:
+        """A new, empty file with a generated name ending in ``suffix``, open for writing, and its path."""
+        if self.folder is None:
+            self.parent.mkdir(parents=True, exist_ok=True)
+            self.folder = Path(tempfile.mkdtemp(prefix="batch-", dir=self.parent))
+        fd, target = tempfile.mkstemp(suffix=suffix, dir=self.folder)
+        return os.fdopen(fd, "wb"), Path(target)
+
+
 class Ingestor:
     """Runs the pipeline for one session.
 
@@ -86,8 +132,13 @@ class Ingestor:
         cancelled: Callable[[], bool] = lambda: False,
         names: dict[str, str] | None = None,
     ) -> list[IngestResult]:
-        paths, names = self._expanded([Path(p) for p in paths], names or {})
-        total = len(paths)
+        with _Scratch(self.settings.cache_dir / "unpacked") as scratch:  # the members' copies go with the batch
+            inputs = self._expanded([Path(p) for p in paths], names or {}, scratch)
+            return self._ingest(session_id, inputs, passwords, progress, cancelled)
+
+    def _ingest(self, session_id: int, inputs: list[Input], passwords: dict[str, str] | str | None,
+                progress: Callable[[Progress], None], cancelled: Callable[[], bool]) -> list[IngestResult]:
+        total = len(inputs)
         if min(self._workers(), total) > 1:
             self.warm(min(self._workers(), total))  # the workers import while the files are checked and hashed here
         results: dict[int, IngestResult] = {}
@@ -105,11 +156,12 @@ class Ingestor:
                 outcome = guard(job.name, lambda: self._store(session_id, job, outcome))
             record(job.index, outcome)
 
-        for index, path in enumerate(paths):
-            name = names.get(str(path)) or path.name
-            password = (passwords.get(name) or passwords.get(path.name) or passwords.get(str(path))) \
+        for index, item in enumerate(inputs):
+            own = Path(item.source).name  # a member's own file name, not its temporary copy's
+            password = (passwords.get(item.name) or passwords.get(own) or passwords.get(item.source)) \
                 if isinstance(passwords, dict) else passwords
-            outcome = guard(name, lambda: self.plan(session_id, index, path, name, password))
+            outcome = guard(item.name, lambda: self.plan(session_id, index, item.path, item.name, password,
+                                                         source=item.source, problem=item.problem))
             if isinstance(outcome, Job):
                 jobs.append(outcome)
             else:
@@ -129,21 +181,75 @@ class Ingestor:
                 finished(job, guard(job.name, lambda: run_extractor(job, ctx)))
         return [results[i] for i in range(total)]
 
-    @staticmethod
-    def _expanded(paths: list[Path], names: dict[str, str]) -> tuple[list[Path], dict[str, str]]:
-        """The inputs with each folder of documents (no source code in it) replaced by its documents, each named
-        ``folder/relative path``; a folder of code stays one codebase document."""
-        out, names = [], dict(names)
+    def _expanded(self, paths: list[Path], names: dict[str, str], scratch: _Scratch) -> list[Input]:
+        """The inputs with each folder or archive of documents (no source code in it) replaced by its documents,
+        each named ``folder/relative path`` or ``archive/relative path``; one of code stays one codebase document."""
+        out: list[Input] = []
         for path in paths:
-            files = document_files(str(path), lambda rel: registry.find(Path(rel)) is not None) if path.is_dir() else None
-            if files is None:
-                out.append(path)
-                continue
-            base = names.get(str(path)) or path.name
-            for rel in files:
-                out.append(path / rel)
-                names[str(path / rel)] = f"{base}/{rel}"
-        return out, names
+            name = names.get(str(path)) or path.name
+            found = None
+            if path.is_dir():
+                found = [Input(path / rel, f"{name}/{rel}") for rel in document_files(str(path), _is_document) or ()]
+            elif path.is_file() and (is_archive(name) or is_archive(path.name)):
+                found = self._unpacked(path, name, scratch)
+            out.extend(found or [Input(path, name)])
+        return out
+
+    def _unpacked(self, path: Path, name: str, scratch: _Scratch) -> list[Input] | None:
+        """The documents of an archive of documents, each copied to a temporary file (in path order, then the
+        members its safety rules refused); None for an archive of code, or one that cannot be listed (read as a
+        codebase, its reader then says what is wrong with it)."""
+        try:
+            with ArchiveReader(path, name, ArchiveLimits.from_settings(self.settings)) as reader:
+                found = archive_documents(reader, _is_document)
+                if found is None:
+                    return None
+                members, refused = found
+                copies, problems = self._copied(reader, members, scratch)
+        except Exception:  # noqa: BLE001 - read as a codebase instead, whose reader reports it by name, in the guard
+            return None
+        out = []
+        for rel, size in members:
+            shown, source = f"{name}/{rel}", f"{path}/{rel}"
+            problem = self._too_large(shown, size)
+            if problem is None and rel not in copies:
+                why = problems.get(rel) or "the archive is damaged before it"
+                problem = CorruptFile(shown, f"could not be taken out of the archive ({why}).",
+                                      hint="Re-create the archive, or add the file on its own.")
+            out.append(Input(copies.get(rel, path), shown, source, problem))
+        for skipped in refused:
+            shown = f"{name}/{skipped['path']}"
+            out.append(Input(path, shown, f"{path}/{skipped['path']}",
+                             IngestError(shown, f"was not taken out of the archive: {skipped['reason']}.",
+                                         hint="Quire never reads such a member from an archive; add the file on "
+                                              "its own if you trust it.")))
+        return out
+
+    def _copied(self, reader: ArchiveReader, members: list[tuple[str, int]],
+                scratch: _Scratch) -> tuple[dict[str, Path], dict[str, str]]:
+        """Copy the members not too large to read into temporary files: ({member: its copy}, {member: problem})."""
+        wanted = {rel for rel, size in members if size <= self.settings.max_file_mb * 1024 * 1024}
+        targets: dict[str, Path] = {}
+
+        def open_target(rel: str) -> BinaryIO:
+            out, targets[rel] = scratch.open(_member_suffix(rel))
+            return out
+
+        problems: dict[str, str] = {}
+        try:
+            for rel, problem in reader.copy(wanted, open_target):
+                if problem:
+                    problems[rel] = problem
+        except (IngestError, OSError) as exc:  # the archive's stream failed, or the disk: the rest is not copied
+            reason = exc.message if isinstance(exc, IngestError) else f"{exc.strerror or exc}"
+            problems.update({rel: reason for rel in wanted if rel not in problems})
+        return {rel: target for rel, target in targets.items() if rel not in problems}, problems
+
+    def _too_large(self, name: str, size: int) -> TooLarge | None:
+        if size <= self.settings.max_file_mb * 1024 * 1024:
+            return None
+        return TooLarge(name, f"is {size / 2**20:.0f} MiB, over the {self.settings.max_file_mb} MiB limit.",
+                        hint="Split it, or raise --max-file-mb.")
 
     def warm(self, workers: int | None = None) -> None:
         """Start the extraction workers ahead of the first batch (the app does it at launch)."""
@@ -160,18 +266,21 @@ class Ingestor:
         return worker_memory_mb(self.settings.worker_memory_mb, self._workers())
 
     # -- steps ---------------------------------------------------------------------
-    def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None) -> Job | IngestResult:
-        """Checks that need no extractor: existence, size, duplicates, file type."""
+    def plan(self, session_id: int, index: int, path: Path, name: str, password: str | None, *,
+             source: str = "", problem: IngestError | None = None) -> Job | IngestResult:
+        """Checks that need no extractor: existence, size, duplicates, file type. ``source``: where the file came
+        from, kept with the document (default: ``path``); ``problem``: why it cannot be read, found already."""
+        if problem is not None:
+            raise problem
         if not path.exists():
             raise IngestError(name, "does not exist.", hint="Check the path.")
         if path.is_dir():
-            return Job(index, path, name, "", None, password)
+            return Job(index, path, name, "", None, password, source=source)
         size = path.stat().st_size
         if size == 0:
             raise EmptyFile(name, "is empty.", hint="Nothing to read: check that the upload finished.")
-        if size > self.settings.max_file_mb * 1024 * 1024:
-            raise TooLarge(name, f"is {size / 2**20:.0f} MiB, over the {self.settings.max_file_mb} MiB limit.",
-                           hint="Split it, or raise --max-file-mb.")
+        if (too_large := self._too_large(name, size)) is not None:
+            raise too_large
         sha = sha256_file(path)
         existing = repo.find_document(self.db, sha)
         if existing is not None:
@@ -182,9 +291,9 @@ class Ingestor:
             raise UnsupportedFile(
                 name, f"is a file type Quire does not read ({suffix or 'no extension'}).",
                 hint="Supported: PDF, EPUB, XPS, images, text, Markdown, CSV/TSV, JSON, HTML, e-mail (.eml), DOCX, "
-                     "PPTX, Jupyter notebooks, source code and zip/tar archives of code.",
+                     "PPTX, Jupyter notebooks, source code, and zip/tar archives of code or of these documents.",
             )
-        return Job(index, path, name, _suffix_of(lookup), sha, password, lookup)
+        return Job(index, path, name, _suffix_of(lookup), sha, password, lookup, source)
 
     def ingest_one(self, session_id: int, path: Path, *, name: str | None = None, password: str | None = None,
                    progress: Callable[[Progress], None] = lambda e: None,
@@ -252,9 +361,24 @@ class Ingestor:
         if job.sha is None and (existing := repo.find_document(self.db, sha)) is not None:
             return self._reuse(session_id, existing, job.name)  # a folder read again, unchanged
         blob_sha = self.blobs.put_file(job.path, sha, job.suffix) if job.sha else None
-        doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=str(job.path), blob_sha=blob_sha)
+        doc_id = repo.store_document(self.db, session_id, parsed, sha256=sha, source_path=job.source or str(job.path),
+                                     blob_sha=blob_sha)
         return IngestResult(job.name, "added", doc_id, parsed.tokens, parsed.pages, len(parsed.segments),
                             warnings=warnings)
+
+
+def _is_document(rel: str) -> bool:
+    """Whether a file in a folder or archive of documents is one Quire reads on its own."""
+    return registry.find(Path(rel)) is not None
+
+
+_SUFFIX = re.compile(r"(\.[a-z0-9]{1,8}){1,2}")
+
+
+def _member_suffix(rel: str) -> str:
+    """The suffix a member's temporary copy keeps (".pdf", ".tar.gz"): nothing else of its name is used."""
+    suffix = _suffix_of(rel.rsplit("/", 1)[-1])
+    return suffix if _SUFFIX.fullmatch(suffix) else ""
 
 
 def not_readable(name: str, parsed: ParsedDocument, warnings: list[str]) -> NotReadable:

@@ -420,6 +420,14 @@ def test_progress_reporter_spreads_pages_over_the_batch():
     assert [round(v, 2) for v, _ in seen] == [0.0, 0.25, 0.5, 0.5]
     assert seen[1][1] == "a.pdf: page 5/10" and seen[3][1] == "Reading b.txt (2/2)"
 
+    seen.clear()  # one upload, a zip of three documents: the bar counts the documents and never passes the end
+    report = progress_reporter(lambda value, desc="": seen.append((value, desc)), files=1)
+    report(Progress("file", "deal.zip/a.pdf", 0, 3))
+    report(Progress("done", "deal.zip/a.pdf", 1, 3))
+    report(Progress("done", "deal.zip/b.pdf", 2, 3))
+    report(Progress("done", "deal.zip/c.pdf", 3, 3))
+    assert [round(v, 2) for v, _ in seen] == [0.0, 0.33, 0.67, 1.0] and seen[0][1] == "Reading deal.zip/a.pdf (1/3)"
+
 
 def test_the_documents_tab_prepares_the_shards_and_reports_until_ready(settings, corpus):
     import time
@@ -450,3 +458,24 @@ def test_a_single_pass_shows_a_bar_against_its_expected_time():
     assert "▰" * 10 not in late and "soon" in late  # never shown as done before it is
     assert progress_line(Status("Reading 2 passages", 0, 1), 3.0) == "_Reading 2 passages…_ (3 s)"
     assert "2 questions ahead" in progress_line(Waiting("Waiting for the model: 2 questions ahead", place=2, expected_s=30.0), 1.0)
+
+
+def test_only_a_whole_upload_that_failed_is_offered_for_retry(settings, corpus, tmp_path):
+    """A zip of documents is split; its bad member is reported by name but not offered for retry (its copy is gone
+    with the batch), while a bad upload of its own is, under its own path."""
+    import zipfile
+
+    from ui.documents import DocumentsTab
+
+    deal = tmp_path / "deal.zip"
+    with zipfile.ZipFile(deal, "w") as zf:
+        zf.write(sorted((corpus / "contracts" / "cuad" / "pdf").iterdir(), key=lambda p: p.stat().st_size)[0], "a.pdf")
+        zf.writestr("bad.pdf", b"no PDF here\n" * 20)
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 nothing after this\n" * 10)
+    with Quire(settings.replace(workers=1)) as q:
+        out = DocumentsTab(q).ingest("r", [str(deal), str(broken)], "", progress=lambda *a, **k: None)
+        report, failed = out[0], out[4]
+        assert "deal.zip/a.pdf" in report and "deal.zip/bad.pdf" in report and "broken.pdf" in report
+        assert failed == {"broken.pdf": str(broken)}
+        assert [d.name for d in q.documents("r")] == ["deal.zip/a.pdf"]

@@ -21,10 +21,14 @@ FILE_HINT = (
 
 
 def progress_reporter(progress: gr.Progress, files: int):
-    """Feed ingest progress events (files, then pages within a file) to a Gradio progress bar."""
+    """Feed ingest progress events (files, then pages within a file) to a Gradio progress bar. ``files`` is the
+    uploads' count until the events say how many documents there are (an archive of documents is several)."""
     position = {"file": 0}
 
     def report(event: Progress) -> None:
+        nonlocal files
+        if event.stage != "page" and event.total:
+            files = event.total
         name = printable(event.name)
         if event.stage == "file":
             position["file"] = event.done
@@ -76,7 +80,10 @@ class DocumentsTab(UserScoped):
             session, paths, passwords=(password or None), names=names,
             progress=progress_reporter(progress, len(paths)), cancelled=self._cancel.is_set,
         )
-        failed = {r.name: p for r, p in zip(results, paths) if r.status == "error"}
+        # an upload that failed whole can be retried (with a password, say); a document of an archive that failed
+        # is in the report, and its copy is gone with the batch: it is retried by uploading it again
+        uploads = {name: path for path, name in names.items()}
+        failed = {r.name: uploads[r.name] for r in results if r.status == "error" and r.name in uploads}
         return (render.ingest_report(results), *self.view(session), failed, *_retry_update(failed), None)
 
     @user_errors
