@@ -134,14 +134,15 @@ class MapReply:
     def result(self, usage: Usage | None, runtime: Runtime, prompt: Prompt) -> tuple[str, Usage]:
         """The reply's text to keep and its Usage: the runtime's (its prompt tokens and cached ones), the end told
         as ours when we stopped it; measured here when the runtime was closed before it sent one."""
-        if not self.ended:
+        if usage is not None and not self.ended:
             return kept_text(self.text, usage), usage
-        text = _lines(self.text, self.done)
+        text = _lines(self.text, self.done) if self.ended else self.text
         if usage is not None:
             return text, dataclasses.replace(usage, finish_reason="stop", details={**usage.details, **ENDED})
         total = time.perf_counter() - self.started
         return text, Usage(prompt_tokens=runtime.count_prompt(prompt), completion_tokens=runtime.count_tokens(text),
-                           ttft_s=self.first or total, total_s=total, finish_reason="stop", details=dict(ENDED))
+                           ttft_s=self.first or total, total_s=total, finish_reason="stop",
+                           details=dict(ENDED) if self.ended else {})
 
 
 def read_part(runtime: Runtime, prompt: Prompt, options: GenerateOptions, refs: dict[str, SegmentRecord],
