@@ -864,6 +864,7 @@ class Quire:
                     own = [s for s in segments if s.document_id == doc.id]
                     label = f"Document {n} of {len(todo)} ({doc.name}): "
                     log = matrix.ReplyLog(self.settings.cache_dir / "matrix-replies", info.id, doc.id)
+                    before = done  # cells of the run stored before this document
                     with closing(run_document(own, pending, rt, counter=counter, options=options,
                                               shard_tokens=self._shard_tokens(rt),
                                               rank=self._field_ranking(info), stopped=self._stop.is_set,
@@ -877,9 +878,10 @@ class Quire:
                                 event.id = matrix.save_cell(self._database(), event)
                                 done += 1
                                 yield CellDone(matrix.get_cell(self._database(), event.id))
-                            else:  # progress within the document, told in cells of the whole run
+                            else:  # progress within the document, told in cells of the whole run (a cell this
+                                # document has stored already is in both ``done`` and its share: counted once)
                                 share = event.done / event.total if event.total else 0.0
-                                yield Status(event.message, done + int(share * len(pending)), total)
+                                yield Status(event.message, max(done, before + int(share * len(pending))), total)
                     if stopped:
                         break
                     log.discard()  # the document's cells are stored: its replies are of no more use

@@ -166,6 +166,7 @@ def test_matrix_stops_keeps_what_is_done_and_resumes(mq, corpus):
         assert c.status in ("verified", "quoted", "unverified", "not_found") and c.status_words
 
     resumed = list(mq.matrix("m", FIELDS))
+    assert all(0 <= e.done <= e.total == 4 for e in resumed if isinstance(e, Status))  # never past the total
     reused = [e.cell for e in resumed if isinstance(e, CellDone) and e.reused]
     fresh = [e.cell for e in resumed if isinstance(e, CellDone) and not e.reused]
     assert sorted((c.id, c.created_at, c.answer) for c in reused) == sorted((c.id, c.created_at, c.answer) for c in kept)
