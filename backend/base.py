@@ -155,8 +155,8 @@ class Runtime(abc.ABC):
 
     # -- preparing a prefix ahead of the question ----------------------------
     def prefill(self, prompt: Prompt) -> Usage:
-        """Compute ``prompt`` (a shard with its question part left empty) into the runtime's prefix cache, so a
-        later question that starts with it computes only its own tokens. Here: one answer token is generated
+        """Compute ``prompt`` (a shard, and the text its questions start with: ``Shard.prefix``) into the runtime's
+        prefix cache, so a later question that starts with it computes only its own tokens. Here: one answer token is generated
         and dropped, which is what a server's prefix cache (SGLang's radix cache, llama.cpp's server) keeps.
         ``finish_reason`` is "cancelled" when :meth:`cancel` stopped it; ``details["kept"]`` says whether the
         state is now kept (the embedded CPU runtime saves it to disk and overrides this)."""

@@ -361,7 +361,12 @@ class LlamaCppRuntime(Runtime):
     def prefix_tokens(self, prompt: Prompt) -> list[int]:
         """The tokens every question over this prompt's corpus starts with: the template up to the user's text,
         and that text without the question part (the last part)."""
-        pieces = self._pieces(Prompt(prompt.system, prompt.parts[:-1]))
+        return self.state_tokens(Prompt(prompt.system, prompt.parts[:-1]))
+
+    def state_tokens(self, prompt: Prompt) -> list[int]:
+        """What :meth:`prefill` computes: the template up to the end of the user's text, all of it (a shard's
+        prefix prompt ends with the text its questions start with)."""
+        pieces = self._pieces(prompt)
         last = max(i for i, (_, is_template) in enumerate(pieces) if not is_template)  # the user's text
         return self._tokens(pieces[: last + 1])
 
@@ -370,8 +375,9 @@ class LlamaCppRuntime(Runtime):
             PrefixStore.file(self._state_dir(), self.prefix_key(prompt)).is_file()
 
     def prefill(self, prompt: Prompt) -> Usage:
-        """Compute the prompt's corpus prefix in the worker and save its state on disk (no answer token)."""
-        request = {"op": "prefill", "tokens": self.prefix_tokens(prompt), "key": self.prefix_key(prompt)}
+        """Compute ``prompt`` up to the end of its user text (no answer token) in the worker and save the state on
+        disk under its prefix key (what every part but the last names: a shard's passages)."""
+        request = {"op": "prefill", "tokens": self.state_tokens(prompt), "key": self.prefix_key(prompt)}
         return final_usage(self._exchange(request))
 
     def _state_dir(self) -> Path:

@@ -13,6 +13,7 @@ answer is cut where the repetition began: the first occurrence stays, the copies
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from contextlib import closing
@@ -24,6 +25,7 @@ LINE_REPEATS = 3  # a line seen this often is a loop (twice can be a table's rep
 NGRAM = 10  # words in a run
 NGRAM_REPEATS = 3
 FINISH_REASON = "repetition"
+CANCEL_PIECES = 8  # pieces read after cancelling an answer, waiting for the runtime's Usage, before closing it
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -93,12 +95,14 @@ def generate_guarded(runtime: Runtime, prompt: Prompt, options: GenerateOptions)
 
     The copies streamed before the loop was recognised cannot be taken back: when the guard
     stops a stream, the Usage's ``finish_reason`` is :data:`FINISH_REASON` and
-    ``details["kept_text"]`` is the answer to keep. The runtime never sends its own Usage then,
-    so the prompt is counted and the times are measured here.
+    ``details["kept_text"]`` is the answer to keep. The runtime is cancelled then; its own Usage (the
+    prompt tokens it had cached, its times) is the one told when it comes at once (:func:`settle`),
+    else the prompt is counted and the times are measured here.
     """
     guard = RepetitionGuard()
     started = time.perf_counter()
     first: float | None = None
+    settled: Usage | None = None
     with closing(runtime.generate(prompt, options)) as events:
         for event in events:
             if not isinstance(event, Delta):
@@ -108,11 +112,29 @@ def generate_guarded(runtime: Runtime, prompt: Prompt, options: GenerateOptions)
                 first = time.perf_counter() - started
             yield event
             if guard.feed(event.text):
+                settled = settle(events, runtime)
                 break
     total = time.perf_counter() - started
+    details = {"kept_text": guard.kept, "stopped": "the answer repeated itself; the copies were cut"}
+    if settled is not None:
+        yield dataclasses.replace(settled, completion_tokens=runtime.count_tokens(guard.text),
+                                  finish_reason=FINISH_REASON, details={**settled.details, **details})
+        return
     yield Usage(prompt_tokens=runtime.count_prompt(prompt), completion_tokens=runtime.count_tokens(guard.text),
-                ttft_s=first or total, total_s=total, finish_reason=FINISH_REASON,
-                details={"kept_text": guard.kept, "stopped": "the answer repeated itself; the copies were cut"})
+                ttft_s=first or total, total_s=total, finish_reason=FINISH_REASON, details=details)
+
+
+def settle(events: Iterator[Event], runtime: Runtime) -> Usage | None:
+    """Cancel the answer ``events`` stream and read what is still on its way: the runtime's Usage (the embedded
+    runtimes stop at once and still send one), or None when it goes on past :data:`CANCEL_PIECES` pieces (the
+    caller closes it then)."""
+    runtime.cancel()
+    for n, event in enumerate(events):
+        if not isinstance(event, Delta):
+            return event
+        if n >= CANCEL_PIECES:
+            break
+    return None
 
 
 def collect(events: Iterable[Event]) -> tuple[str, Usage]:

@@ -1,10 +1,12 @@
 """Shards: a session's passages cut into window-sized parts whose boundaries stay put.
 
 The exhaustive readers, the sweep and the review matrix, read a session shard by shard. A shard's prompt is
-its passages, with ids local to the shard, and then the question. So everything before the question is the
-same for every question: its KV state is computed once, kept on disk (content-keyed, ``backend.prefix_store``)
-and loaded for every later question, sweep or matrix field. :meth:`Shard.prefix` is that part alone, which
-warming computes ahead of the first question (``Runtime.prefill``).
+its passages, with ids local to the shard, and then the question part. So everything before the question part
+is the same for every question: its KV state is computed once, kept on disk (content-keyed on the passages,
+``backend.prefix_store``) and loaded for every later question, sweep or matrix field. :meth:`Shard.prefix` is
+what warming computes ahead of the first question (``Runtime.prefill``): the passages, and the end of the data
+block with the sweep's instructions (:data:`READ`), which the sweep asks before its question so that they are
+in the state too; the matrix asks its own after the field and computes from the end of the data block on.
 
 Boundaries stay put:
 
@@ -29,9 +31,16 @@ from backend.base import Part, Prompt, Runtime
 from backend.context import SYSTEM_PROMPT, TokenCounter, ref_id, render_segment
 from core.records import SegmentRecord
 
-QUESTION_ALLOWANCE = 160  # tokens of question and instructions every shard leaves room for
+QUESTION_ALLOWANCE = 128  # tokens of question every shard leaves room for (a CUAD field with its instructions: 111)
 GROUP_ANCHOR = 4  # about one small document in this many closes its group, whatever room is left
 OPEN = "<documents>\n"
+CLOSE = "</documents>\n\n"
+# The sweep's map instructions, said before its question so that they are part of the shard's state: after the
+# question, their tokens were prefilled again for every part of every later question (25 of a part's 47 question
+# tokens, the most of the second question's 0.3 s a part before its first answer token).
+INSTRUCTIONS = ('Answer the question below from the passages, each answer in one line as: [id] short answer '
+                '"exact words from the passage". If nothing in the passages answers it, write only: NONE.')
+READ = f"{CLOSE}{INSTRUCTIONS}\n"  # what the state of a shard ends with (:meth:`Shard.prefix`)
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,9 @@ class Shard:
         return Prompt(SYSTEM_PROMPT, parts + [Part("text", question_part)])
 
     def prefix(self) -> Prompt:
-        """The part every question over this shard shares (the question part left empty)."""
-        return self.prompt("")
+        """What warming computes (``Runtime.prefill``): the shard and :data:`READ`, the start of every sweep
+        question's part; a matrix field's part shares its first line (the end of the data block)."""
+        return self.prompt(READ)
 
     @property
     def document_ids(self) -> tuple[int, ...]:
@@ -64,7 +74,7 @@ class Shard:
 
 def budget(runtime: Runtime, answer_tokens: int) -> int:
     """Tokens of passages one shard may hold: the window less the answer, the prompt's own text and a question."""
-    fixed = runtime.count_prompt(Prompt(SYSTEM_PROMPT, [Part("text", OPEN), Part("text", "</documents>\n\nQuestion: \n")]))
+    fixed = runtime.count_prompt(Prompt(SYSTEM_PROMPT, [Part("text", OPEN), Part("text", f"{READ}Question: \n")]))
     return max(64, runtime.context_window - answer_tokens - fixed - QUESTION_ALLOWANCE)
 
 

@@ -23,18 +23,14 @@ from typing import Iterator, Sequence
 from backend import citations, shards
 from backend.base import Delta, GenerateOptions, Part, Prompt, Runtime, Usage
 from backend.context import AssembledContext, TokenCounter, fitting, neutralise, ref_id
-from backend.repetition import generate_guarded, kept_text
+from backend.repetition import generate_guarded, kept_text, settle
 from core.records import SegmentRecord
 
 _EXHAUSTIVE = re.compile(
     r"\b(every|each|all|list|enumerate|table|across|compare|which of the|how many|summari[sz]e)\b", re.IGNORECASE
 )
 
-# Short: these tokens follow every shard of every question, after its state is loaded (46 tokens of instructions
-# were 0.23 s of each part's 0.38 s before its first answer token; the system prompt already asks for ids and quotes)
-MAP_INSTRUCTIONS = 'Write each fact that answers it as: - [id] fact "exact words". If none, write: NONE.'
 MAP_MISSES = 2  # lines in a row with no verified finding end a map reply (the model invents on to its token cap)
-CANCEL_PIECES = 8  # pieces read after cancelling a map reply, waiting for the runtime's Usage, before closing it
 ENDED = {"ended": f"no verified finding in the last {MAP_MISSES} lines"}
 REDUCE_SYSTEM = (
     "You are Quire. You are given findings extracted from the user's documents, each with the id of the passage "
@@ -70,8 +66,9 @@ def _fixed_cost(runtime: Runtime, question: str, system: str, tail: str) -> int:
 
 
 def map_part(question: str) -> str:
-    """What follows a shard in a map prompt: the end of the data, the question and what to write."""
-    return f"</documents>\n\nQuestion: {question.strip()}\n{MAP_INSTRUCTIONS}\n"
+    """What follows a shard in a map prompt: the end of the data and the instructions (in the shard's state, see
+    ``backend.shards``), then the question, all that a later question computes."""
+    return f"{shards.READ}Question: {' '.join(question.split())}\n"
 
 
 def findings_from(answer: str, refs: dict[str, SegmentRecord], question: str = "") -> list[str]:
@@ -150,19 +147,13 @@ def read_part(runtime: Runtime, prompt: Prompt, options: GenerateOptions, refs: 
     """One map pass: its reply, ended as soon as it shows it has nothing more to give (:class:`MapReply`), and
     its Usage. The runtime is cancelled then (the embedded ones stop at once and still send their Usage); one that
     goes on is closed a few pieces later."""
-    reply, after = MapReply(refs, question), None
+    reply = MapReply(refs, question)
     with closing(generate_guarded(runtime, prompt, options)) as events:
         for event in events:
             if not isinstance(event, Delta):
                 return reply.result(event, runtime, prompt)
-            if after is not None:  # cancelled: waiting for the runtime's Usage, a few pieces at most
-                after += 1
-                if after > CANCEL_PIECES:
-                    break
-                continue
             if reply.feed(event.text):
-                runtime.cancel()
-                after = 0
+                return reply.result(settle(events, runtime), runtime, prompt)
     return reply.result(None, runtime, prompt)
 
 

@@ -125,7 +125,7 @@ def main() -> None:
             print(f"warm_s={time.perf_counter() - started:.1f} ({w.done} of {w.total} shards)")
             prepared = state_files(warmed)
             size = sum(p.stat().st_size for p in prepared)
-            held = sum(len(q.runtime().prefix_tokens(p)) for p in q.shard_prompts("bench"))  # tokens the states hold
+            held = sum(len(q.runtime().state_tokens(p)) for p in q.shard_prompts("bench"))  # tokens the states hold
             [warm_first] = timed_sweeps(q, "bench", QUESTIONS[:1])
         print(f"sweep_warmed_first_s={warm_first:.1f}")
         print(f"sweep_warmed_ratio={warm_first / times[0]:.3f}")

@@ -5,7 +5,7 @@ from typing import Iterator
 
 from backend import sweep
 from backend.base import Delta, Event, GenerateOptions, Part, Prompt, Runtime, Usage
-from backend.repetition import FINISH_REASON, RepetitionGuard
+from backend.repetition import CANCEL_PIECES, FINISH_REASON, RepetitionGuard, collect, generate_guarded
 from core.document import Locator
 from core.records import SegmentRecord
 from quire.api import Quire
@@ -127,7 +127,7 @@ def test_a_map_reply_is_ended_after_two_lines_with_no_verified_finding(settings)
 
     deaf = Scripted(settings, reply, stops=False)  # cancel() does nothing: the stream is closed a few pieces on
     text, usage = read(deaf, refs, question)
-    assert not deaf.finished and deaf.sent <= len(read_lines) + 5 * (sweep.CANCEL_PIECES + 2)
+    assert not deaf.finished and deaf.sent <= len(read_lines) + 5 * (CANCEL_PIECES + 2)
     assert text == read_lines.rstrip("\n") and usage.details["ended"]
 
     none = Scripted(settings, "NONE\n" + good * 4)
@@ -158,3 +158,19 @@ def test_a_map_reply_out_of_the_asked_form_ends_at_its_first_line_that_no_passag
     text, _ = read(rt, refs, question)
     assert not rt.cancelled and text == matched + after  # read to its end: every line checked out
     assert sweep.findings_from(matched, refs, question)  # the uncited line is a finding, its passage matched
+
+
+def test_an_answer_the_guard_stops_tells_the_runtimes_own_usage(settings):
+    """The guard cancels the runtime and takes the Usage it sends (the prompt tokens it had cached: a shard's state
+    loaded shows there); a runtime that goes on is closed a few pieces later, and the Usage is measured here."""
+    prompt, options = Prompt("", [Part("text", "q")]), GenerateOptions(max_tokens=400)
+    rt = Scripted(settings, LOOP_LINE * 18)
+    text, usage = collect(generate_guarded(rt, prompt, options))
+    assert rt.cancelled and not rt.finished and text == LOOP_LINE.strip()
+    assert usage.finish_reason == FINISH_REASON and usage.cached_tokens == 7 and usage.details["stopped"]
+    assert usage.completion_tokens == rt.count_tokens(rt.reply[:rt.sent])  # what was written, copies and all
+
+    deaf = Scripted(settings, LOOP_LINE * 18, stops=False)
+    text, usage = collect(generate_guarded(deaf, prompt, options))
+    assert not deaf.finished and deaf.sent < len(deaf.reply) and text == LOOP_LINE.strip()
+    assert usage.finish_reason == FINISH_REASON and usage.cached_tokens == 0 and usage.prompt_tokens > 0
