@@ -22,7 +22,7 @@ import pathspec
 from core.document import Locator, ParsedDocument, Segment
 from core.errors import EmptyFile, TooLarge
 from ingest import gitrepo
-from ingest.archive import ArchiveLimits, ArchiveReader
+from ingest.archive import ArchiveLimits, ArchiveReader, Listing
 from ingest.base import ExtractContext, Progress, registry
 from ingest.lines import TokenPipe, check_cancel, count_tokens, file_segments, numbered_segments
 from ingest.notebook import NotNotebook, notebook_text
@@ -198,6 +198,7 @@ class Collected:
     ignored: int = 0
     blobs: dict[str, str] | None = None  # git: path -> blob id at HEAD (read through git, not from disk)
     git: dict | None = None  # git: the commit read and how many work-tree files differ from it
+    stopped: str = ""  # an archive whose listing stopped at this member (``collect_archive``'s ``until``)
 
 
 def _inside(root: str, target: str) -> bool:
@@ -269,8 +270,8 @@ def archive_documents(reader: ArchiveReader, is_document: Callable[[str], bool]
 
     The same ignore rules as a codebase's apply (.DS_Store and the like, .gitignore, .quireignore); the resource
     forks macOS adds to the zips it makes (``__MACOSX/``, ``._name``) are no documents."""
-    found = collect_archive(reader, IgnoreRules())
-    if any(is_source(rel) for rel, _ in found.files):
+    found = collect_archive(reader, IgnoreRules(), until=is_source)
+    if found.stopped or any(is_source(rel) for rel, _ in found.files):
         return None
     members = sorted(((rel, size) for rel, size in found.files if is_document(rel) and not _resource_fork(rel)),
                      key=lambda member: _tree_key(member[0]))
@@ -404,12 +405,34 @@ def collect_tracked(root: str, tracked: list[str], rules: IgnoreRules) -> Collec
     return found
 
 
-def collect_archive(reader: ArchiveReader, rules: IgnoreRules) -> Collected:
-    listing = reader.list(keep=IGNORE_FILES)
+def collect_archive(reader: ArchiveReader, rules: IgnoreRules,
+                    until: Callable[[str], bool] | None = None) -> Collected:
+    """The archive's members after ``rules`` and the ignore files in it. ``until``: a tar's listing stops at the
+    first member it holds true of that the ignore files read so far keep (``Collected.stopped``): one that comes
+    later in the stream is not waited for."""
+    early = IgnoreRules()  # the rules as the stream has shown them so far (rebuilt when an ignore file comes)
+    known: list[str] = []  # the ignore files in ``early``
+    marked = 0  # members looked at for virtual environments
+
+    def stop(path: str, listing: Listing) -> bool:
+        nonlocal early, marked
+        if not until(path):
+            return False
+        if len(listing.small) != len(known):
+            early, marked = IgnoreRules(), 0
+            known[:] = listing.small
+            for ignore_file in known:
+                folder, _, base = ignore_file.rpartition("/")
+                early.add(folder, base, listing.small[ignore_file].decode("utf-8", "replace"))
+        early.mark_venvs(m.path for m in listing.members[marked:])
+        marked = len(listing.members)
+        return not early.ignored_with_parents(path)
+
+    listing = reader.list(keep=IGNORE_FILES, until=stop if until is not None else None)
     for path, data in listing.small.items():
         folder, _, base = path.rpartition("/")
         rules.add(folder, base, data.decode("utf-8", "replace"))
-    found = Collected(listing.kind, skipped=list(listing.skipped))
+    found = Collected(listing.kind, skipped=list(listing.skipped), stopped=listing.stopped)
     rules.mark_venvs(m.path for m in listing.members)
     for member in listing.members:
         if rules.ignored_with_parents(member.path):

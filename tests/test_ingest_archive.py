@@ -148,3 +148,40 @@ def test_a_tar_gz_of_documents_refuses_links_and_members_over_the_size_limit(set
     assert link.message.startswith("deal.tar.gz/deal/passwd.pdf: ")
     assert sorted(d.name for d in repo.session_documents(db, session.id)) == sorted(pdfs)
     assert not _unpacked_left(settings)
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_tar_is_told_code_at_its_first_kept_source_file_without_reading_on(settings, tmp_path, contracts):
+    """A tar must be decompressed to be listed (about a second for the standard library as a 74 MB .tgz, and the
+    code extractor lists it again): telling code from documents stops at the first source file the ignore files
+    read so far keep. The proof it stops: a damaged stream after that file, which a full listing refuses."""
+    from ingest.archive import ArchiveLimits, ArchiveReader
+    from ingest.code import archive_documents
+    from ingest.pipeline import _is_document
+
+    pdf = contracts[0].read_bytes()
+    whole = _tar([("tool/main.py", b"def main():\n    return 1\n"), ("tool/manual.pdf", pdf)])
+    damaged = tmp_path / "tool.tar.gz"
+    damaged.write_bytes(whole[: len(whole) // 2])  # the PDF's bytes cut off
+    limits = ArchiveLimits.from_settings(settings)
+    with ArchiveReader(damaged, damaged.name, limits) as reader:
+        assert archive_documents(reader, _is_document) is None  # code: the damage after main.py is never reached
+    with ArchiveReader(damaged, damaged.name, limits) as reader, pytest.raises(Exception, match="not a readable"):
+        reader.list()
+
+    # a source file the ignore files before it leave out does not make a codebase; the documents are all listed
+    docs = tmp_path / "deal.tar.gz"
+    docs.write_bytes(_tar([(".quireignore", b"tools/\n"), ("tools/convert.py", b"print(1)\n"),
+                           ("deal/contract.pdf", pdf), ("deal/notes.md", b"# Notes\n")]))
+    with ArchiveReader(docs, docs.name, limits) as reader:
+        members, refused = archive_documents(reader, _is_document)
+    assert [rel for rel, _ in members] == ["deal/contract.pdf", "deal/notes.md"] and not refused
