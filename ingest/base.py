@@ -21,10 +21,13 @@ from core.tokens import estimate_tokens
 
 @dataclass
 class Progress:
-    """One progress event: ``done`` of ``total`` units (files or pages) for ``name``; "done" and
-    "error" events also carry the pages and tokens stored so far in the batch."""
+    """One progress event: ``done`` of ``total`` units for ``name``; "done" and "error" events also carry the
+    pages and tokens stored so far in the batch.
 
-    stage: str  # "file", "page", "done", "error"
+    "file": the batch reaches its document ``done`` (from 0) of ``total``. Within that document, 1-based:
+    "page" (a PDF's or an image's pages) and "source" (a codebase's files read, the file in ``message``)."""
+
+    stage: str  # "file", "page", "source", "done", "error"
     name: str
     done: int = 0
     total: int = 0

@@ -569,7 +569,7 @@ def _read_all(name, found: Collected, total: int, stream, ctx, pipe: TokenPipe) 
         if done % 16 == 0:
             check_cancel(ctx, name)
         if done % step == 0 or done == total:
-            ctx.progress(Progress("file", rel, done, total))
+            ctx.progress(Progress("source", name, done, total, message=rel))
         text, problem = classify(rel, data) if data is not None else (None, problem)
         if text is None:
             found.skipped.append({"path": rel, "reason": problem})

@@ -181,6 +181,9 @@ def cmd_ingest(settings: Settings, args) -> int:
         name = printable(event.name)  # a file name may hold "\r\x1b[2K": never let the terminal obey it
         if event.stage == "page" and event.total:
             print(f"\r  {name}: page {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+        elif event.stage == "source" and event.total:
+            print(f"\r  {name}: file {event.done:,}/{event.total:,} {printable(event.message)}\033[K", end="",
+                  file=sys.stderr, flush=True)
         elif event.stage == "file":
             print(f"[{event.done + 1}/{event.total}] {name}", file=sys.stderr, flush=True)
         elif event.stage in ("done", "error"):

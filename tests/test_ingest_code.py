@@ -178,7 +178,8 @@ def test_progress_and_cancel(tmp_path, ctx):
     events = []
     ctx.progress = events.append
     extract_codebase(root, ctx)
-    assert events and events[-1].stage == "file" and events[-1].done == events[-1].total == 40
+    assert events and all(e.stage == "source" and e.name == "proj" for e in events)
+    assert events[-1].done == events[-1].total == 40 and events[-1].message.endswith(".py")
     ctx.cancelled = lambda: True
     with pytest.raises(IngestError, match="cancelled"):
         extract_codebase(root, ctx)

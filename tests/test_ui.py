@@ -428,6 +428,13 @@ def test_progress_reporter_spreads_pages_over_the_batch():
     report(Progress("done", "deal.zip/c.pdf", 3, 3))
     assert [round(v, 2) for v, _ in seen] == [0.0, 0.33, 0.67, 1.0] and seen[0][1] == "Reading deal.zip/a.pdf (1/3)"
 
+    seen.clear()  # a codebase's files are read within its document, as a PDF's pages are (they were told as
+    report = progress_reporter(lambda value, desc="": seen.append((value, desc)), files=2)  # documents: 2325/1)
+    report(Progress("file", "lib.tgz", 0, 2))
+    report(Progress("source", "lib.tgz", 1162, 2324, message="python3.11/os.py"))
+    report(Progress("done", "lib.tgz", 1, 2))
+    assert [round(v, 2) for v, _ in seen] == [0.0, 0.25, 0.5] and seen[1][1] == "lib.tgz: file 1,162/2,324"
+
 
 def test_the_documents_tab_prepares_the_shards_and_reports_until_ready(settings, corpus):
     import time

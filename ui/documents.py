@@ -21,21 +21,22 @@ FILE_HINT = (
 
 
 def progress_reporter(progress: gr.Progress, files: int):
-    """Feed ingest progress events (files, then pages within a file) to a Gradio progress bar. ``files`` is the
+    """Feed ingest progress events (documents, then pages or a codebase's files within one) to a Gradio progress bar. ``files`` is the
     uploads' count until the events say how many documents there are (an archive of documents is several)."""
     position = {"file": 0}
 
     def report(event: Progress) -> None:
         nonlocal files
-        if event.stage != "page" and event.total:
+        if event.stage not in ("page", "source") and event.total:
             files = event.total
         name = printable(event.name)
         if event.stage == "file":
             position["file"] = event.done
             progress(event.done / max(files, 1), desc=f"Reading {name} ({event.done + 1}/{files})")
-        elif event.stage == "page" and event.total:
+        elif event.stage in ("page", "source") and event.total:
             share = (position["file"] + event.done / event.total) / max(files, 1)
-            progress(min(share, 1.0), desc=f"{name}: page {event.done}/{event.total}")
+            unit = "page" if event.stage == "page" else "file"
+            progress(min(share, 1.0), desc=f"{name}: {unit} {event.done:,}/{event.total:,}")
         elif event.stage in ("done", "error"):
             progress(event.done / max(files, 1), desc=f"Finished {name}: {event.done}/{files} files, "
                                                       f"{event.pages:,} pages, ~{event.tokens:,} tokens so far")
