@@ -155,7 +155,8 @@ class Worker:
         started = time.perf_counter()
         cached = self.cached_prefix(tokens)
         source = "memory" if cached else ""
-        if self.stored_prefix(key, tokens) > cached and self.restore(key, len(tokens)):
+        held = self.stored_prefix(key, tokens)  # None: a state whose file's head cannot be read
+        if (cached < len(tokens) // 2 if held is None else held > cached) and self.restore(key, len(tokens)):
             cached, source = self.cached_prefix(tokens), "disk"
         ttft, completion, finish = 0.0, 0, ""
         try:
@@ -235,13 +236,13 @@ class Worker:
         return n
 
     # -- corpus states on disk -------------------------------------------------
-    def stored_prefix(self, key: str, tokens: list[int]) -> int:
+    def stored_prefix(self, key: str, tokens: list[int]) -> int | None:
         """How many leading tokens of ``tokens`` the state saved under ``key`` holds (0 when there is none), read
         from the head of its file (llama.cpp's session format: magic, version, token count, tokens) without
-        loading it. The state is loaded only when it holds more of the prompt than memory does: the prompt before
-        may share its system text and first passages (a focus question over the same documents), or all of them
-        and more (the matrix field before, over the same shard). A head that cannot be read counts as the whole
-        state when memory holds less than half of the prompt."""
+        loading it; None when the head cannot be read. The state is loaded only when it holds more of the prompt
+        than memory does: the prompt before may share its system text and first passages (a focus question over
+        the same documents), or all of them and more (the matrix field before, over the same shard). A state
+        whose head cannot be read is loaded when memory holds less than half of the prompt."""
         if self.store is None or not key or (path := self.store.get(key)) is None:
             return 0
         import llama_cpp
@@ -254,7 +255,7 @@ class Worker:
                 n = min(count, len(tokens))
                 saved = struct.unpack(f"<{n}i", f.read(4 * n))
         except (OSError, ValueError, struct.error):
-            return len(tokens) if self.cached_prefix(tokens) < len(tokens) // 2 else 0
+            return None
         return next((i for i, (a, b) in enumerate(zip(saved, tokens)) if a != b), n)
 
     def restore(self, key: str, prompt_tokens: int) -> bool:

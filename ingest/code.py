@@ -411,27 +411,21 @@ def collect_archive(reader: ArchiveReader, rules: IgnoreRules,
     first member it holds true of that the ignore files read so far keep (``Collected.stopped``): one that comes
     later in the stream is not waited for."""
     early = IgnoreRules()  # the rules as the stream has shown them so far (rebuilt when an ignore file comes)
-    known: list[str] = []  # the ignore files in ``early``
-    marked = 0  # members looked at for virtual environments
+    known = marked = 0  # ignore files in ``early``; members looked at for virtual environments
 
     def stop(path: str, listing: Listing) -> bool:
-        nonlocal early, marked
+        nonlocal early, known, marked
         if not until(path):
             return False
-        if len(listing.small) != len(known):
-            early, marked = IgnoreRules(), 0
-            known[:] = listing.small
-            for ignore_file in known:
-                folder, _, base = ignore_file.rpartition("/")
-                early.add(folder, base, listing.small[ignore_file].decode("utf-8", "replace"))
+        if len(listing.small) != known:
+            early, known, marked = IgnoreRules(), len(listing.small), 0
+            _add_ignore_files(early, listing.small)
         early.mark_venvs(m.path for m in listing.members[marked:])
         marked = len(listing.members)
         return not early.ignored_with_parents(path)
 
     listing = reader.list(keep=IGNORE_FILES, until=stop if until is not None else None)
-    for path, data in listing.small.items():
-        folder, _, base = path.rpartition("/")
-        rules.add(folder, base, data.decode("utf-8", "replace"))
+    _add_ignore_files(rules, listing.small)
     found = Collected(listing.kind, skipped=list(listing.skipped), stopped=listing.stopped)
     rules.mark_venvs(m.path for m in listing.members)
     for member in listing.members:
@@ -440,6 +434,13 @@ def collect_archive(reader: ArchiveReader, rules: IgnoreRules,
         else:
             found.files.append((member.path, member.size))
     return found
+
+
+def _add_ignore_files(rules: IgnoreRules, small: dict[str, bytes]) -> None:
+    """Add the ignore files read from an archive (path -> data) to ``rules``."""
+    for path, data in small.items():
+        folder, _, base = path.rpartition("/")
+        rules.add(folder, base, data.decode("utf-8", "replace"))
 
 
 # -- reading and classifying -------------------------------------------------

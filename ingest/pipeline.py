@@ -228,7 +228,7 @@ class Ingestor:
     def _copied(self, reader: ArchiveReader, members: list[tuple[str, int]],
                 scratch: _Scratch) -> tuple[dict[str, Path], dict[str, str]]:
         """Copy the members not too large to read into temporary files: ({member: its copy}, {member: problem})."""
-        wanted = {rel for rel, size in members if size <= self.settings.max_file_mb * 1024 * 1024}
+        wanted = {rel for rel, size in members if self._too_large(rel, size) is None}
         targets: dict[str, Path] = {}
 
         def open_target(rel: str) -> BinaryIO:

@@ -21,8 +21,9 @@ FILE_HINT = (
 
 
 def progress_reporter(progress: gr.Progress, files: int):
-    """Feed ingest progress events (documents, then pages or a codebase's files within one) to a Gradio progress bar. ``files`` is the
-    uploads' count until the events say how many documents there are (an archive of documents is several)."""
+    """Feed ingest progress events (documents, then pages or a codebase's files within one) to a Gradio progress
+    bar. ``files`` is the uploads' count until the events say how many documents there are (an archive of
+    documents is several)."""
     position = {"file": 0}
 
     def report(event: Progress) -> None:
