@@ -39,7 +39,8 @@ from quire.api import Quire  # noqa: E402
 from core.document import Locator, ParsedDocument, Segment  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
-ESSAYS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
+CORPUS = Path(os.environ.get("QUIRE_CORPUS", Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
+ESSAYS = CORPUS / "haystack" / "paul_graham_essays"
 
 
 def paragraphs() -> list[str]:

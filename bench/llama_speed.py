@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.llamacpp import bundled_model_path  # noqa: E402
 
-ESSAYS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
+CORPUS = Path(os.environ.get("QUIRE_CORPUS", Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
+ESSAYS = CORPUS / "haystack" / "paul_graham_essays"
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ The contracts are the shared corpus's CUAD PDFs, shortest text first.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -35,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.settings import Settings  # noqa: E402
 from quire.api import CUAD_CATEGORIES, CellDone, MatrixRun, Quire  # noqa: E402
 
-CUAD = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "contracts" / "cuad" / "pdf"
+CORPUS = Path(os.environ.get("QUIRE_CORPUS", Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
+CUAD = CORPUS / "contracts" / "cuad" / "pdf"
 FIRST = ["Governing Law", "Expiration Date", "Anti-Assignment", "Cap on Liability", "Termination for Convenience",
          "Parties", "Agreement Date"]
 SECOND = ["Renewal Term", "Notice Period to Terminate Renewal", "Insurance", "Audit Rights", "Exclusivity",

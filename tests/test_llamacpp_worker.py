@@ -16,10 +16,11 @@ from backend.base import Delta, GenerateOptions, Part, Prompt, Usage
 from backend.llamacpp import LlamaCppRuntime
 from core.errors import BackendError
 from core.settings import Settings
+from tests.conftest import CORPUS
 from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parent.parent
-ESSAYS = ROOT.parent / "shared" / "corpus" / "haystack" / "paul_graham_essays"
+ESSAYS = CORPUS / "haystack" / "paul_graham_essays"  # QUIRE_CORPUS, or shared/corpus beside the checkout
 
 
 def _runtime(tmp_path: Path, **kw) -> LlamaCppRuntime:
